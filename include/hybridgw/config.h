@@ -1,0 +1,121 @@
+/*
+ * config.h - the gateway's configuration: loaded from YAML (with ${ENV}
+ * interpolation), validated, and frozen into an immutable, refcounted
+ * snapshot. Requests take a reference on the snapshot they started with, so
+ * SIGHUP can swap in a new one while old requests finish on the old one.
+ *
+ * Errors name the file, the line and the field:
+ *   config/hybridgw.yaml:12: backends.qwen.urls[0]: not an http(s) URL
+ */
+#ifndef HYBRIDGW_CONFIG_H
+#define HYBRIDGW_CONFIG_H
+
+#include <stdatomic.h>
+#include "hybridgw/core.h"
+
+enum gw_tier {
+    GW_TIER_LOCAL = 0,
+    GW_TIER_FRONTIER = 1,
+    GW_TIER_COUNT
+};
+const char *gw_tier_str(enum gw_tier t);
+int gw_tier_parse(const char *s); /* -1 if unknown */
+
+struct gw_provider;  /* provider/provider.h */
+struct gw_target;    /* gateway/backend.h: runtime state of one URL */
+
+struct gw_backend_conf {
+    char *name;                      /* key under backends: */
+    enum gw_tier tier;
+    char *provider_name;             /* "vllm", "openai", ... */
+    const struct gw_provider *provider; /* resolved by name at load */
+    char **urls;                     /* base URLs without trailing slash */
+    size_t nurls;
+    struct gw_target **targets;      /* one per URL; set by gw_backends_attach() */
+    char *model;                     /* model name sent upstream */
+    char *api_key;                   /* NULL when none; never logged */
+    uint64_t context_window;         /* tokens; 0 = unknown */
+    uint64_t connect_timeout_ms;     /* default 2 s */
+    uint64_t first_byte_timeout_ms;  /* default 60 s: until response headers */
+    uint64_t stream_idle_timeout_ms; /* default 30 s: max gap between chunks */
+    uint64_t request_timeout_ms;     /* default 600 s: whole request */
+    uint64_t max_response_bytes;     /* non-streaming body cap, default 32 MiB */
+    char *health_path;               /* default "/health" */
+    uint64_t health_interval_ms;     /* active checks; default 5 s; 0 = off */
+    unsigned fail_threshold;         /* eject after N consecutive failures; default 3 */
+    unsigned line;                   /* where it was defined */
+};
+
+struct gw_model_conf {
+    char *name;                      /* what clients put in "model" */
+    char *backend_name;
+    struct gw_backend_conf *backend; /* resolved at load */
+};
+
+struct gw_key_conf {
+    char *name;                      /* shown in logs instead of the key */
+    unsigned char sha256[32];        /* of the key; plain keys are hashed at load */
+};
+
+struct gw_config {
+    atomic_int refs;
+    char *path;                      /* file it was loaded from */
+    uint64_t generation;             /* increases with every successful load */
+
+    char *listen;                    /* "0.0.0.0:8080" */
+    char *admin_listen;              /* NULL: admin endpoints on listen */
+    unsigned workers;                /* resolved: "auto" = number of cores */
+
+    /* limits */
+    uint64_t max_body_bytes;         /* default 8 MiB */
+    uint64_t max_header_bytes;       /* default 32 KiB */
+    unsigned max_headers;            /* default 100 */
+    uint64_t header_timeout_ms;      /* default 10 s */
+    uint64_t body_timeout_ms;        /* default 30 s */
+    uint64_t idle_timeout_ms;        /* default 75 s */
+    uint64_t shutdown_timeout_ms;    /* default 30 s: SIGTERM drain deadline */
+    uint64_t write_high_water;       /* client backpressure mark, default 64 KiB */
+
+    /* auth */
+    struct gw_key_conf *keys;
+    size_t nkeys;                    /* 0: no auth (a warning is logged) */
+
+    struct gw_backend_conf *backends;
+    size_t nbackends;
+    struct gw_model_conf *models;
+    size_t nmodels;
+
+    /* router */
+    enum gw_tier default_tier;       /* router.default_tier for "auto" */
+
+    /* logging */
+    char *access_log;                /* "stdout", "stderr", "off" or a path */
+    char *log_level;                 /* "info" default */
+
+    /* Set by the gateway after load; gw_config_unref calls it (when not
+     * NULL) before freeing, to drop the runtime state attached to backends
+     * (their targets). The config module never touches targets itself. */
+    void (*release_runtime)(struct gw_config *c);
+};
+
+/* Load and validate path. On failure returns NULL and writes a message
+ * (file:line: field: problem) into err. The result has refs == 1. */
+struct gw_config *gw_config_load(const char *path, char *err, size_t errlen);
+/* Same from a string (name is used in messages); for tests and fuzzing. */
+struct gw_config *gw_config_load_string(const char *yaml, size_t len, const char *name,
+                                        char *err, size_t errlen);
+struct gw_config *gw_config_ref(struct gw_config *c);
+void gw_config_unref(struct gw_config *c);
+
+const struct gw_backend_conf *gw_config_backend(const struct gw_config *c, const char *name);
+/* Look up a client-visible model name: models: entries first, then backend
+ * names. NULL when unknown. */
+const struct gw_backend_conf *gw_config_resolve_model(const struct gw_config *c,
+                                                      const char *name, size_t len);
+
+/* Interpolate ${VAR} and ${VAR:-default} in s. Returns a malloc'd string, or
+ * NULL with a message in err when a required variable is unset or the
+ * syntax is broken. "$$" is a literal "$". */
+char *gw_config_interpolate(const char *s, char *err, size_t errlen);
+
+#endif

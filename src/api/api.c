@@ -1,0 +1,374 @@
+/*
+ * api.c - endpoint dispatch and the small endpoints: models, health,
+ * readiness, metrics; plus the OpenAI error shape every endpoint uses.
+ *
+ *   POST /v1/chat/completions   chat.c
+ *   GET  /v1/models             configured models plus auto, local, frontier
+ *   GET  /v1/models/{id}        one of them
+ *   GET  /healthz               alive (open)
+ *   GET  /readyz                config loaded and a healthy backend (open)
+ *   GET  /metrics               Prometheus text (open; also on the admin listener)
+ *
+ * Authentication runs in the head phase, before the body is read, so an
+ * unauthenticated client can't make the gateway buffer a large body.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+
+#include "hybridgw/log.h"
+#include "gateway/gateway.h"
+#include "router/router.h"
+
+/* ---- metrics families ---- */
+
+static const double duration_buckets[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1,
+                                          2.5, 5, 10, 20, 40, 80, 160, 320};
+static const double ttft_buckets[] = {0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1,
+                                      0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10, 20, 40};
+
+const struct gw_metric_family gw_m_requests = {
+    "hybridgw_requests_total", "Requests handled, by endpoint, tier, backend and status.",
+    GW_METRIC_COUNTER, {"route", "tier", "backend", "status", NULL}, NULL, 0};
+const struct gw_metric_family gw_m_duration = {
+    "hybridgw_request_duration_seconds", "Time from the request's first byte to its last response byte.",
+    GW_METRIC_HISTOGRAM, {"route", "tier", NULL}, duration_buckets,
+    GW_ARRAY_LEN(duration_buckets)};
+const struct gw_metric_family gw_m_ttft = {
+    "hybridgw_time_to_first_token_seconds",
+    "Time from the request's first byte to the first streamed event relayed to the client.",
+    GW_METRIC_HISTOGRAM, {"tier", "backend", NULL}, ttft_buckets, GW_ARRAY_LEN(ttft_buckets)};
+const struct gw_metric_family gw_m_inflight = {
+    "hybridgw_requests_in_flight", "Chat requests being handled now.", GW_METRIC_GAUGE,
+    {NULL}, NULL, 0};
+const struct gw_metric_family gw_m_upstream_errors = {
+    "hybridgw_upstream_errors_total",
+    "Upstream failures by backend and kind (connect, timeout, stalled, io, too_big, status_5xx, status_429).",
+    GW_METRIC_COUNTER, {"backend", "kind", NULL}, NULL, 0};
+const struct gw_metric_family gw_m_tokens = {
+    "hybridgw_tokens_total", "Tokens reported by upstreams, by tier, backend and kind (input, output, cached_input, reasoning).",
+    GW_METRIC_COUNTER, {"tier", "backend", "kind", NULL}, NULL, 0};
+const struct gw_metric_family gw_m_backend_up = {
+    "hybridgw_backend_up", "1 when the upstream URL is healthy, 0 when ejected.",
+    GW_METRIC_GAUGE, {"backend", "url", NULL}, NULL, 0};
+const struct gw_metric_family gw_m_reloads = {
+    "hybridgw_config_reloads_total", "Configuration reloads by result.", GW_METRIC_COUNTER,
+    {"result", NULL}, NULL, 0};
+const struct gw_metric_family gw_m_build = {
+    "hybridgw_build_info", "Build information; the value is always 1.", GW_METRIC_GAUGE,
+    {"version", NULL}, NULL, 0};
+const struct gw_metric_family gw_m_decisions = {
+    "hybridgw_route_decisions_total", "Routing decisions by deciding stage and tier.",
+    GW_METRIC_COUNTER, {"stage", "tier", NULL}, NULL, 0};
+
+static const struct gw_metric_family *const families[] = {
+    &gw_m_build, &gw_m_requests, &gw_m_duration, &gw_m_ttft, &gw_m_inflight,
+    &gw_m_upstream_errors, &gw_m_tokens, &gw_m_decisions, &gw_m_reloads,
+};
+
+void gw_gateway_render_metrics(struct gw_gateway *gw, const struct gw_config *cfg,
+                               struct gw_buf *out)
+{
+    struct gw_metrics *regs[GW_MAX_WORKERS + 1];
+    size_t n = 0;
+    regs[n++] = gw->metrics;
+    for (unsigned i = 0; i < gw->nworkers; i++)
+        if (gw->workers[i].metrics)
+            regs[n++] = gw->workers[i].metrics;
+    gw_metrics_render(regs, n, families, GW_ARRAY_LEN(families), out);
+    /* target health is read straight from the shared atomics */
+    const struct gw_metric_family *f = &gw_m_backend_up;
+    gw_buf_printf(out, "# HELP %s %s\n# TYPE %s gauge\n", f->name, f->help, f->name);
+    for (size_t i = 0; i < cfg->nbackends; i++) {
+        const struct gw_backend_conf *b = &cfg->backends[i];
+        for (size_t j = 0; b->targets && j < b->nurls; j++)
+            gw_buf_printf(out, "%s{backend=\"%s\",url=\"%s\"} %d\n", f->name, b->name,
+                          b->urls[j], atomic_load(&b->targets[j]->healthy) ? 1 : 0);
+    }
+}
+
+/* ---- errors ---- */
+
+void gw_api_send_error(struct gw_http_req *req, int status, const char *type, const char *code,
+                       const char *param, const char *message)
+{
+    struct gw_buf b;
+    gw_buf_init(&b, 0);
+    gw_buf_puts(&b, "{\"error\":{\"message\":");
+    gw_buf_json_str(&b, message, strlen(message));
+    gw_buf_puts(&b, ",\"type\":");
+    gw_buf_json_str(&b, type, strlen(type));
+    gw_buf_puts(&b, ",\"param\":");
+    if (param)
+        gw_buf_json_str(&b, param, strlen(param));
+    else
+        gw_buf_puts(&b, "null");
+    gw_buf_puts(&b, ",\"code\":");
+    if (code)
+        gw_buf_json_str(&b, code, strlen(code));
+    else
+        gw_buf_puts(&b, "null");
+    gw_buf_puts(&b, "}}");
+    gw_http_resp_send(req, status, "application/json", b.data, b.len);
+    gw_buf_free(&b);
+}
+
+static const char *type_for_status(int status)
+{
+    switch (status) {
+    case 401: return "authentication_error";
+    case 403: return "permission_error";
+    case 404: return "not_found_error";
+    case 408: return "timeout_error";
+    case 413: return "request_too_large";
+    case 429: return "rate_limit_error";
+    default: return status >= 500 ? "server_error" : "invalid_request_error";
+    }
+}
+
+void gw_api_on_error(struct gw_http_req *req, int status, const char *msg)
+{
+    gw_api_send_error(req, status, type_for_status(status), NULL, NULL, msg);
+}
+
+/* ---- small endpoints ---- */
+
+static struct gw_worker *worker_of(struct gw_http_req *req)
+{
+    return gw_http_server_ud(gw_http_req_server(req));
+}
+
+static void send_json(struct gw_http_req *req, int status, struct gw_buf *b)
+{
+    gw_http_resp_send(req, status, "application/json", b->data, b->len);
+}
+
+static void model_card(struct gw_buf *b, const char *id, const char *owner, time_t created,
+                       bool comma)
+{
+    if (comma)
+        gw_buf_puts(b, ",");
+    gw_buf_puts(b, "{\"id\":");
+    gw_buf_json_str(b, id, strlen(id));
+    gw_buf_printf(b, ",\"object\":\"model\",\"created\":%lld,\"owned_by\":",
+                  (long long)created);
+    gw_buf_json_str(b, owner, strlen(owner));
+    gw_buf_puts(b, "}");
+}
+
+static time_t start_time;
+
+static void handle_models(struct gw_http_req *req, const struct gw_config *cfg, gw_str one)
+{
+    struct gw_buf b;
+    gw_buf_init(&b, 0);
+    if (!start_time)
+        start_time = time(NULL);
+    static const char *const aliases[] = {"auto", "local", "frontier"};
+    if (one.p) {
+        /* GET /v1/models/{id} */
+        const char *owner = NULL;
+        for (size_t i = 0; i < GW_ARRAY_LEN(aliases); i++)
+            if (gw_str_eq_c(one, aliases[i]))
+                owner = "hybridgw";
+        if (!owner) {
+            const struct gw_backend_conf *be = gw_config_resolve_model(cfg, one.p, one.len);
+            if (be)
+                owner = be->name;
+        }
+        if (!owner) {
+            char msg[200];
+            snprintf(msg, sizeof(msg), "The model `%.*s` does not exist.",
+                     (int)GW_MIN(one.len, 100), one.p);
+            gw_api_send_error(req, 404, "invalid_request_error", "model_not_found", "model", msg);
+            gw_buf_free(&b);
+            return;
+        }
+        char *id = gw_strndup(one.p, one.len);
+        model_card(&b, id, owner, start_time, false);
+        free(id);
+        send_json(req, 200, &b);
+        gw_buf_free(&b);
+        return;
+    }
+    gw_buf_puts(&b, "{\"object\":\"list\",\"data\":[");
+    bool comma = false;
+    for (size_t i = 0; i < GW_ARRAY_LEN(aliases); i++) {
+        model_card(&b, aliases[i], "hybridgw", start_time, comma);
+        comma = true;
+    }
+    for (size_t i = 0; i < cfg->nmodels; i++)
+        model_card(&b, cfg->models[i].name, cfg->models[i].backend_name, start_time, true);
+    for (size_t i = 0; i < cfg->nbackends; i++)
+        model_card(&b, cfg->backends[i].name, cfg->backends[i].name, start_time, true);
+    gw_buf_puts(&b, "]}");
+    send_json(req, 200, &b);
+    gw_buf_free(&b);
+}
+
+static void handle_ready(struct gw_http_req *req, struct gw_gateway *gw,
+                         const struct gw_config *cfg)
+{
+    char body[256];
+    int status = 200;
+    const char *why = "ready";
+    if (atomic_load(&gw->draining)) {
+        status = 503;
+        why = "draining";
+    } else {
+        bool any = false;
+        for (size_t i = 0; i < cfg->nbackends && !any; i++)
+            any = gw_backend_healthy(&cfg->backends[i]);
+        if (!any) {
+            status = 503;
+            why = "no healthy backend";
+        }
+    }
+    snprintf(body, sizeof(body), "{\"status\":\"%s\",\"config_generation\":%llu}",
+             why, (unsigned long long)cfg->generation);
+    gw_http_resp_send(req, status, "application/json", body, strlen(body));
+}
+
+static void handle_metrics(struct gw_http_req *req, struct gw_gateway *gw,
+                           const struct gw_config *cfg)
+{
+    struct gw_buf b;
+    gw_buf_init(&b, 0);
+    gw_gateway_render_metrics(gw, cfg, &b);
+    gw_http_resp_send(req, 200, "text/plain; version=0.0.4; charset=utf-8", b.data, b.len);
+    gw_buf_free(&b);
+}
+
+/* Routes shared by the client listener (when there is no admin listener)
+ * and the admin listener. Returns true when it handled the request. */
+static bool admin_route(struct gw_http_req *req, struct gw_gateway *gw,
+                        const struct gw_config *cfg)
+{
+    gw_str path = gw_http_req_path(req);
+    bool get = gw_str_eq_c(gw_http_req_method(req), "GET") ||
+               gw_str_eq_c(gw_http_req_method(req), "HEAD");
+    if (gw_str_eq_c(path, "/healthz")) {
+        if (!get)
+            goto not_allowed;
+        gw_http_resp_send(req, 200, "application/json", "{\"status\":\"ok\"}", 15);
+        return true;
+    }
+    if (gw_str_eq_c(path, "/readyz")) {
+        if (!get)
+            goto not_allowed;
+        handle_ready(req, gw, cfg);
+        return true;
+    }
+    if (gw_str_eq_c(path, "/metrics")) {
+        if (!get)
+            goto not_allowed;
+        handle_metrics(req, gw, cfg);
+        return true;
+    }
+    return false;
+not_allowed:
+    gw_http_resp_header(req, "Allow", "GET, HEAD");
+    gw_api_send_error(req, 405, "invalid_request_error", "method_not_allowed", NULL,
+                      "Method not allowed; use GET.");
+    return true;
+}
+
+void gw_api_admin_on_request(struct gw_http_req *req)
+{
+    struct gw_gateway *gw = gw_http_server_ud(gw_http_req_server(req));
+    struct gw_config *cfg = gw->cfg;
+    if (!admin_route(req, gw, cfg))
+        gw_api_send_error(req, 404, "invalid_request_error", "not_found", NULL,
+                          "Not found. The admin listener serves /healthz, /readyz and /metrics.");
+}
+
+enum endpoint {
+    EP_NONE = 0,
+    EP_CHAT,
+    EP_MODELS,
+    EP_MODEL,
+    EP_ADMIN,
+};
+
+static enum endpoint classify(struct gw_http_req *req, struct gw_gateway *gw)
+{
+    gw_str p = gw_http_req_path(req);
+    if (gw_str_eq_c(p, "/v1/chat/completions"))
+        return EP_CHAT;
+    if (gw_str_eq_c(p, "/v1/models"))
+        return EP_MODELS;
+    if (p.len > 11 && memcmp(p.p, "/v1/models/", 11) == 0)
+        return EP_MODEL;
+    if (!gw->admin && (gw_str_eq_c(p, "/metrics") || gw_str_eq_c(p, "/healthz") ||
+                       gw_str_eq_c(p, "/readyz")))
+        return EP_ADMIN;
+    if (gw->admin && (gw_str_eq_c(p, "/healthz") || gw_str_eq_c(p, "/readyz")))
+        return EP_ADMIN; /* probes may hit either listener */
+    return EP_NONE;
+}
+
+/* Head phase: reject what can be rejected before reading the body. The
+ * key's name is kept in the request arena for the handler and the log. */
+void gw_api_on_head(struct gw_http_req *req)
+{
+    struct gw_worker *w = worker_of(req);
+    enum endpoint ep = classify(req, w->gw);
+    gw_str method = gw_http_req_method(req);
+    if (ep == EP_NONE) {
+        char msg[200];
+        gw_str p = gw_http_req_path(req);
+        snprintf(msg, sizeof(msg), "Unknown endpoint %.*s %.*s", (int)GW_MIN(method.len, 16),
+                 method.p, (int)GW_MIN(p.len, 100), p.p);
+        gw_api_send_error(req, 404, "invalid_request_error", "unknown_url", NULL, msg);
+        return;
+    }
+    if (ep == EP_ADMIN)
+        return;
+    if (ep == EP_CHAT && !gw_str_eq_c(method, "POST")) {
+        gw_http_resp_header(req, "Allow", "POST");
+        gw_api_send_error(req, 405, "invalid_request_error", "method_not_allowed", NULL,
+                          "Method not allowed; use POST /v1/chat/completions.");
+        return;
+    }
+    if ((ep == EP_MODELS || ep == EP_MODEL) && !gw_str_eq_c(method, "GET")) {
+        gw_http_resp_header(req, "Allow", "GET");
+        gw_api_send_error(req, 405, "invalid_request_error", "method_not_allowed", NULL,
+                          "Method not allowed; use GET.");
+        return;
+    }
+    const char *key = gw_auth_check(w->cfg, req);
+    if (!key) {
+        gw_str a = gw_http_req_header(req, "authorization");
+        gw_str x = gw_http_req_header(req, "x-api-key");
+        gw_api_send_error(req, 401, "invalid_request_error", "invalid_api_key", NULL,
+                          (a.p || x.p) ? "Incorrect API key provided."
+                                       : "Missing API key: send Authorization: Bearer <key> or x-api-key.");
+        return;
+    }
+    gw_http_req_set_data(req, gw_arena_strndup(gw_http_req_arena(req), key, strlen(key)));
+}
+
+void gw_api_on_request(struct gw_http_req *req)
+{
+    struct gw_worker *w = worker_of(req);
+    switch (classify(req, w->gw)) {
+    case EP_CHAT:
+        gw_chat_handle(w, req);
+        return;
+    case EP_MODELS:
+        handle_models(req, w->cfg, GW_STR_NULL);
+        return;
+    case EP_MODEL: {
+        gw_str p = gw_http_req_path(req);
+        handle_models(req, w->cfg, (gw_str){p.p + 11, p.len - 11});
+        return;
+    }
+    case EP_ADMIN:
+        if (admin_route(req, w->gw, w->cfg))
+            return;
+        break;
+    default:
+        break;
+    }
+    gw_api_send_error(req, 404, "invalid_request_error", "unknown_url", NULL, "Not found");
+}

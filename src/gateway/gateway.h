@@ -1,0 +1,142 @@
+/*
+ * gateway.h - the gateway process: worker threads, the main thread's
+ * control loop, backend targets and their health, and what every request
+ * handler shares (auth, access log, metrics families, request finalization).
+ *
+ * Threads: N workers, each with its own libuv loop, HTTP server (the same
+ * port through SO_REUSEPORT), upstream client (curl multi), metrics registry
+ * and access-log buffer; and the main thread, whose loop handles signals,
+ * config reload, active health checks and the admin listener. Workers share
+ * only the config snapshot (refcounted, immutable) and the targets' health
+ * flags (atomics written on failure and by the health checker).
+ */
+#ifndef HYBRIDGW_GATEWAY_H
+#define HYBRIDGW_GATEWAY_H
+
+#include <stdatomic.h>
+#include <uv.h>
+#include "hybridgw/buf.h"
+#include "hybridgw/config.h"
+#include "hybridgw/http.h"
+#include "hybridgw/metrics.h"
+#include "hybridgw/upstream.h"
+
+#define GW_MAX_WORKERS 64
+
+/* Runtime state of one upstream URL of one backend. Lives across config
+ * reloads (matched by backend name and URL) so health is not forgotten. */
+struct gw_target {
+    atomic_int refs;
+    char *backend;                  /* backend name */
+    char *url;                      /* base URL */
+    atomic_bool healthy;
+    atomic_uint consecutive_failures;
+    atomic_uint probe_failures;     /* active checks failed in a row */
+    atomic_bool probing;            /* an active check is in flight */
+    uint64_t last_probe_ns;         /* main thread only */
+    struct {
+        int64_t inflight;           /* written only by worker i */
+        char pad[56];
+    } wk[GW_MAX_WORKERS];
+    struct gw_target *next;         /* registry list */
+};
+
+/* Attach targets to every backend of cfg, reusing those of old (may be NULL). */
+void gw_backends_attach(struct gw_config *cfg, const struct gw_config *old);
+void gw_target_unref(struct gw_target *t);
+/* Pick the target of b with the fewest requests in flight on this worker
+ * among healthy ones; NULL when none is healthy. */
+struct gw_target *gw_backend_pick(const struct gw_backend_conf *b, unsigned worker);
+bool gw_backend_healthy(const struct gw_backend_conf *b);
+/* Passive health: a request's outcome. Ejects after fail_threshold
+ * consecutive failures; returns true when this call ejected it. */
+bool gw_target_report(struct gw_target *t, const struct gw_backend_conf *b, bool ok);
+
+/* Control commands from the main thread to a worker. */
+enum {
+    GW_CMD_RELOAD = 1 << 0,
+    GW_CMD_DRAIN = 1 << 1,
+    GW_CMD_STOP = 1 << 2,   /* abort what is left and exit the loop */
+};
+
+struct gw_worker {
+    unsigned id;
+    struct gw_gateway *gw;
+    uv_loop_t loop;
+    uv_thread_t thread;
+    uv_async_t async;
+    atomic_int cmd;
+    struct gw_http_server *server;
+    struct gw_upstream *upstream;
+    struct gw_config *cfg;          /* this worker's current snapshot (one ref) */
+    struct gw_metrics *metrics;
+    struct gw_buf alog;             /* access-log lines waiting for a write */
+    uv_prepare_t flush;             /* before sleep: write the access log */
+    uv_timer_t drain_timer;
+    uint64_t rng;                   /* xorshift state for request ids */
+    bool draining;
+    bool thread_started;            /* to be joined */
+    bool started;                   /* listening: takes commands */
+    int start_error;                /* listen error, for the main thread */
+};
+
+struct gw_gateway {
+    char *config_path;
+    struct gw_config *cfg;          /* latest snapshot; main thread only */
+    uv_mutex_t cfg_lock;            /* guards cfg for workers picking it up */
+    struct gw_worker *workers;
+    unsigned nworkers;
+    uv_loop_t *loop;                /* main thread's loop */
+    struct gw_http_server *admin;   /* NULL: admin routes on the workers */
+    struct gw_upstream *health_up;  /* main thread's client for checks */
+    uv_timer_t health_timer;
+    struct gw_metrics *metrics;     /* main thread's registry */
+    int access_fd;                  /* -1 when off */
+    atomic_bool draining;
+    int listen_port;                /* actual ports, after binding */
+    int admin_port;
+};
+
+/* The config snapshot that new work should use, with a reference taken. */
+struct gw_config *gw_gateway_config(struct gw_gateway *gw);
+
+/* ---- metrics families shared by handlers ---- */
+extern const struct gw_metric_family gw_m_requests;
+extern const struct gw_metric_family gw_m_duration;
+extern const struct gw_metric_family gw_m_ttft;
+extern const struct gw_metric_family gw_m_inflight;
+extern const struct gw_metric_family gw_m_upstream_errors;
+extern const struct gw_metric_family gw_m_tokens;
+extern const struct gw_metric_family gw_m_backend_up;
+extern const struct gw_metric_family gw_m_reloads;
+extern const struct gw_metric_family gw_m_build;
+extern const struct gw_metric_family gw_m_decisions;
+/* Render every registry of the process, and the health of cfg's targets. */
+void gw_gateway_render_metrics(struct gw_gateway *gw, const struct gw_config *cfg,
+                               struct gw_buf *out);
+
+/* ---- auth ---- */
+/* Check the request's Authorization: Bearer / x-api-key against the keys.
+ * Returns the key's name, "" when auth is off, or NULL when rejected.
+ * Compares SHA-256 digests in constant time against every key. */
+const char *gw_auth_check(const struct gw_config *cfg, struct gw_http_req *req);
+
+/* ---- request ids ---- */
+/* Use the client's x-request-id when it is sane, else make one; out must
+ * hold 65 bytes. */
+void gw_request_id(struct gw_worker *w, struct gw_http_req *req, char *out);
+
+/* ---- HTTP handlers (src/api) ---- */
+void gw_api_on_head(struct gw_http_req *req);
+void gw_api_on_request(struct gw_http_req *req);
+void gw_api_on_error(struct gw_http_req *req, int status, const char *msg);
+void gw_api_admin_on_request(struct gw_http_req *req);
+/* OpenAI-shaped error body. */
+void gw_api_send_error(struct gw_http_req *req, int status, const char *type,
+                       const char *code, const char *param, const char *message);
+void gw_chat_handle(struct gw_worker *w, struct gw_http_req *req);
+
+/* ---- access log ---- */
+void gw_alog_flush(struct gw_worker *w);
+
+#endif
