@@ -54,6 +54,9 @@ struct gw_http_server_opts {
     gw_http_req_cb on_head;      /* may be NULL */
     gw_http_req_cb on_request;   /* required */
     gw_http_error_cb on_error;   /* may be NULL */
+    /* Called once per answered request, right before it is freed (also for
+     * errors the server answered itself); for access logs. May be NULL. */
+    gw_http_req_cb on_complete;
     void *ud;                    /* returned by gw_http_server_ud() */
 };
 
@@ -130,6 +133,9 @@ int gw_http_resp_writev(struct gw_http_req *r, const gw_str *parts, size_t npart
 /* Bytes queued on the socket, not yet accepted by the kernel. */
 size_t gw_http_resp_queued(const struct gw_http_req *r);
 bool gw_http_resp_started(const struct gw_http_req *r);
+/* Status sent (0 before the head), and response bytes queued so far. */
+int gw_http_resp_status(const struct gw_http_req *r);
+uint64_t gw_http_resp_bytes(const struct gw_http_req *r);
 /* End a streamed response (last chunk); ends the request. */
 void gw_http_resp_end(struct gw_http_req *r);
 /* Drop the connection at once without a proper end (used by the simulator

@@ -131,6 +131,72 @@ void gw_api_on_error(struct gw_http_req *req, int status, const char *msg)
     gw_api_send_error(req, status, type_for_status(status), NULL, NULL, msg);
 }
 
+/* ---- access log and metrics for everything but chat ---- */
+
+const char gw_chat_logged[] = "chat";
+
+static const char *route_name(gw_str p)
+{
+    static const char *const known[] = {"/v1/chat/completions", "/v1/models", "/healthz",
+                                        "/readyz", "/metrics"};
+    static const char *const names[] = {"chat_completions", "models", "healthz", "readyz",
+                                        "metrics"};
+    for (size_t i = 0; i < GW_ARRAY_LEN(known); i++)
+        if (gw_str_eq_c(p, known[i]))
+            return names[i];
+    if (p.len > 11 && memcmp(p.p, "/v1/models/", 11) == 0)
+        return "models";
+    return "unknown";
+}
+
+/* Runs for every answered request on the client listener; chat requests
+ * that reached the handler log themselves (with much more to say). */
+void gw_api_on_complete(struct gw_http_req *req)
+{
+    if (gw_http_req_data(req) == gw_chat_logged)
+        return;
+    struct gw_worker *w = gw_http_server_ud(gw_http_req_server(req));
+    int status = gw_http_resp_status(req);
+    char st[8];
+    snprintf(st, sizeof(st), "%d", status);
+    gw_str path = gw_http_req_path(req);
+    const char *route = route_name(path);
+    gw_series_inc(gw_metrics_getv(w->metrics, &gw_m_requests, route, "none", "none", st), 1);
+    if (w->gw->access_fd < 0)
+        return;
+    char id[68];
+    gw_request_id(w, req, id);
+    struct gw_buf *b = &w->alog;
+    char ts[64];
+    struct timespec now;
+    struct tm tm;
+    clock_gettime(CLOCK_REALTIME, &now);
+    gmtime_r(&now.tv_sec, &tm);
+    snprintf(ts, sizeof(ts), "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ", tm.tm_year + 1900,
+             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+             now.tv_nsec / 1000000);
+    gw_str m = gw_http_req_method(req);
+    gw_buf_printf(b, "{\"ts\":\"%s\",\"request_id\":", ts);
+    gw_buf_json_str(b, id, strlen(id));
+    gw_buf_puts(b, ",\"method\":");
+    gw_buf_json_str(b, m.p ? m.p : "-", m.p ? GW_MIN(m.len, 16) : 1);
+    gw_buf_puts(b, ",\"path\":");
+    gw_buf_json_str(b, path.p ? path.p : "-", path.p ? GW_MIN(path.len, 256) : 1);
+    gw_buf_printf(b, ",\"route\":\"%s\",\"status\":%d", route, status);
+    const char *key = gw_http_req_data(req);
+    if (key) {
+        gw_buf_puts(b, ",\"key\":");
+        gw_buf_json_str(b, key, strlen(key));
+    }
+    gw_buf_printf(b, ",\"latency_ms\":%.3f,\"bytes_in\":%zu,\"bytes_out\":%llu}\n",
+                  (double)(gw_now_ns() - gw_http_req_start_ns(req)) / 1e6,
+                  gw_http_req_body(req).len, (unsigned long long)gw_http_resp_bytes(req));
+    if (b->err)
+        gw_buf_reset(b);
+    else if (b->len > 64 * 1024)
+        gw_alog_flush(w);
+}
+
 /* ---- small endpoints ---- */
 
 static struct gw_worker *worker_of(struct gw_http_req *req)

@@ -41,6 +41,7 @@ struct chat {
     size_t up_body_len;
     struct gw_sse sse;
     struct gw_buf body;             /* non-streamed response / error body */
+    struct gw_buf scratch;          /* one rewritten stream event */
     struct gw_usage usage;
     char reqid[68];
     char client_model[96];
@@ -241,7 +242,33 @@ static int on_sse_event(const struct gw_sse_event *ev, void *ud)
     if (!c->ttft_ns)
         c->ttft_ns = gw_now_ns();
     const char *uv = find_key_value(d.p, d.len, "usage");
-    if (uv && *uv == '{') {
+    if (uv && !c->client_usage && d.len - (size_t)(uv - d.p) >= 4 && memcmp(uv, "null", 4) == 0) {
+        /* "usage":null is on every chunk once include_usage is on; the
+         * client did not ask for it, so it gets chunks without it */
+        const char *key = uv;
+        while (key > d.p && *key != '"')
+            key--;                      /* the colon, then the key's closing quote */
+        key = key > d.p ? key - 1 : key;
+        while (key > d.p && *key != '"')
+            key--;                      /* the key's opening quote */
+        const char *from = key, *to = uv + 4;
+        const char *q = from;
+        while (q > d.p && (q[-1] == ' ' || q[-1] == '\n'))
+            q--;
+        if (q > d.p && q[-1] == ',') {
+            from = q - 1;               /* drop the comma before it */
+        } else {
+            while (to < d.p + d.len && (*to == ' ' || *to == '\n'))
+                to++;
+            if (to < d.p + d.len && *to == ',')
+                to++;                   /* first member: drop the comma after */
+        }
+        gw_buf_reset(&c->scratch);
+        gw_buf_append(&c->scratch, d.p, (size_t)(from - d.p));
+        gw_buf_append(&c->scratch, to, (size_t)(d.p + d.len - to));
+        if (!c->scratch.err)
+            d = (gw_str){c->scratch.data, c->scratch.len};
+    } else if (uv && *uv == '{') {
         scan_usage(c, d.p, d.len);
         /* the usage-only chunk: choices is an empty array */
         const char *cv = find_key_value(d.p, d.len, "choices");
@@ -508,6 +535,7 @@ static void chat_finalize(struct chat *c)
     free(c->up_body);
     gw_sse_free(&c->sse);
     gw_buf_free(&c->body);
+    gw_buf_free(&c->scratch);
     gw_config_unref(c->cfg);
     free(c);
 }
@@ -523,9 +551,11 @@ void gw_chat_handle(struct gw_worker *w, struct gw_http_req *req)
     c->t0_ns = gw_http_req_start_ns(req);
     const char *kn = gw_http_req_data(req);
     snprintf(c->key_name, sizeof(c->key_name), "%s", kn ? kn : "");
+    gw_http_req_set_data(req, (void *)gw_chat_logged);
     gw_usage_init(&c->usage);
     gw_sse_init(&c->sse, 1 << 20);
     gw_buf_init(&c->body, 0);
+    gw_buf_init(&c->scratch, 1 << 20);
     gw_request_id(w, req, c->reqid);
     gw_series_inc(gw_metrics_getv(w->metrics, &gw_m_inflight), 1);
     gw_http_req_set_abort(req, on_client_abort, c);

@@ -130,6 +130,9 @@ void gw_request_id(struct gw_worker *w, struct gw_http_req *req, char *out);
 void gw_api_on_head(struct gw_http_req *req);
 void gw_api_on_request(struct gw_http_req *req);
 void gw_api_on_error(struct gw_http_req *req, int status, const char *msg);
+void gw_api_on_complete(struct gw_http_req *req);
+/* Request data marker: the chat handler logs this request itself. */
+extern const char gw_chat_logged[];
 void gw_api_admin_on_request(struct gw_http_req *req);
 /* OpenAI-shaped error body. */
 void gw_api_send_error(struct gw_http_req *req, int status, const char *type,

@@ -149,6 +149,7 @@ static void worker_main(void *arg)
     o.on_head = gw_api_on_head;
     o.on_request = gw_api_on_request;
     o.on_error = gw_api_on_error;
+    o.on_complete = gw_api_on_complete;
     o.ud = w;
     w->upstream = gw_upstream_new(&w->loop);
     int rc = gw_http_server_start(&w->loop, (struct sockaddr *)&ws->addr, &o, &w->server);

@@ -59,6 +59,8 @@ struct gw_http_req {
     gw_http_drain_cb on_drain;
     void *drain_ud;
     char peer[48];
+    uint64_t bytes_out;         /* response bytes handed to the socket */
+    int status;                 /* response status, 0 before the head */
     bool owned;                 /* the handler owns it (on_request ran) */
     bool started;               /* response head sent */
     bool chunked;
@@ -375,6 +377,9 @@ static struct gw_http_req *req_new(struct conn *c)
 
 static void req_free(struct gw_http_req *r)
 {
+    struct gw_http_server *s = r->conn->srv;
+    if (r->status && s->opts.on_complete)
+        s->opts.on_complete(r);
     gw_arena_free(&r->arena);
     gw_buf_free(&r->resp_head);
     free(r);
@@ -557,6 +562,8 @@ void gw_http_resp_send(struct gw_http_req *r, int status, const char *content_ty
                        content_type ? content_type : "application/json", false, len);
     r->started = true;
     r->ended = true;
+    r->status = status;
+    r->bytes_out += (size_t)(n > 0 ? n : 0) + r->resp_head.len + 2 + len;
     if (n > 0) {
         uv_buf_t bufs[4] = {
             uv_buf_init(head, (unsigned)n),
@@ -585,6 +592,8 @@ void gw_http_resp_start(struct gw_http_req *r, int status, const char *content_t
                        content_type ? content_type : "text/event-stream", true, 0);
     r->started = true;
     r->chunked = true;
+    r->status = status;
+    r->bytes_out += (size_t)(n > 0 ? n : 0) + r->resp_head.len + 2;
     if (n > 0) {
         uv_buf_t bufs[3] = {
             uv_buf_init(head, (unsigned)n),
@@ -618,6 +627,7 @@ int gw_http_resp_writev(struct gw_http_req *r, const gw_str *parts, size_t npart
     bufs[nb++] = uv_buf_init("\r\n", 2);
     if (conn_write(c, bufs, nb) < 0)
         return -1;
+    r->bytes_out += len;
     if (c->tcp.write_queue_size > c->srv->opts.write_high_water) {
         r->want_drain = true;
         return 1;
@@ -639,6 +649,16 @@ size_t gw_http_resp_queued(const struct gw_http_req *r)
 bool gw_http_resp_started(const struct gw_http_req *r)
 {
     return r->started;
+}
+
+int gw_http_resp_status(const struct gw_http_req *r)
+{
+    return r->status;
+}
+
+uint64_t gw_http_resp_bytes(const struct gw_http_req *r)
+{
+    return r->bytes_out;
 }
 
 void gw_http_resp_end(struct gw_http_req *r)
