@@ -58,6 +58,8 @@ struct chat {
     bool client_usage;              /* client asked for include_usage */
     bool streaming;                 /* client stream head sent */
     bool saw_done;
+    bool client_full;               /* client queue over high water: pause upstream */
+    bool client_gone;               /* a write to the client failed */
     bool counted_inflight;
 };
 
@@ -221,11 +223,21 @@ static void scan_usage(struct chat *c, const char *p, size_t n)
     }
 }
 
+/* Relay one event. Returns 0, or -1 when the client is gone. A full client
+ * queue only sets client_full: the rest of the upstream piece is still
+ * parsed and queued (at most one curl buffer), then the upstream pauses. */
 static int write_event(struct chat *c, gw_str data)
 {
     gw_str parts[3] = {GW_STR("data: "), data, GW_STR("\n\n")};
     c->bytes_out += data.len + 8;
-    return gw_http_resp_writev(c->req, parts, 3);
+    int rc = gw_http_resp_writev(c->req, parts, 3);
+    if (rc < 0) {
+        c->client_gone = true;
+        return -1;
+    }
+    if (rc > 0)
+        c->client_full = true;
+    return 0;
 }
 
 static int on_sse_event(const struct gw_sse_event *ev, void *ud)
@@ -237,7 +249,7 @@ static int on_sse_event(const struct gw_sse_event *ev, void *ud)
     c->events++;
     if (gw_str_eq_c(d, "[DONE]")) {
         c->saw_done = true;
-        return write_event(c, d) < 0 ? -1 : 0;
+        return write_event(c, d);
     }
     if (!c->ttft_ns)
         c->ttft_ns = gw_now_ns();
@@ -280,10 +292,7 @@ static int on_sse_event(const struct gw_sse_event *ev, void *ud)
                 return 0;
         }
     }
-    int rc = write_event(c, d);
-    if (rc < 0)
-        return -1;
-    return rc; /* 1: client queue is full */
+    return write_event(c, d);
 }
 
 static void on_up_head(struct gw_up *u, int status, void *ud)
@@ -309,12 +318,15 @@ static int on_up_data(struct gw_up *u, const char *p, size_t n, void *ud)
     if (!c->req)
         return -1;
     if (c->streaming) {
+        c->client_full = false;
         int rc = gw_sse_feed(&c->sse, p, n, on_sse_event, c);
         if (rc == GW_ETOOBIG) {
             c->error_kind = "event_too_big";
             return -1;
         }
-        return rc < 0 ? -1 : rc;
+        if (rc < 0)
+            return -1;
+        return c->client_full ? 1 : 0;
     }
     if (gw_buf_append(&c->body, p, n))
         return -1;
@@ -332,6 +344,15 @@ static void on_up_done(struct gw_up *u, const char *err, void *ud)
     c->up = NULL;
     if (!c->req) {
         chat_finalize(c);
+        return;
+    }
+    if (c->client_gone) {
+        /* we stopped the transfer because the client went away */
+        if (!c->streaming)
+            c->status = 499;
+        c->error_kind = "client_closed";
+        snprintf(c->error_msg, sizeof(c->error_msg), "client closed the connection");
+        chat_finalize(c);  /* resets the dead connection */
         return;
     }
     if (err) {

@@ -43,6 +43,8 @@ struct gw_upstream {
     uv_timer_t timer;
     size_t active;
     struct gw_up *list;           /* transfers in progress */
+    CURL *idle[64];               /* reset easy handles kept for reuse */
+    size_t nidle;
 };
 
 struct sock_ctx {
@@ -187,7 +189,13 @@ static void up_destroy(struct gw_up *u)
     struct gw_upstream *us = u->us;
     if (u->easy) {
         curl_multi_remove_handle(us->multi, u->easy);
-        curl_easy_cleanup(u->easy);
+        if (us->nidle < GW_ARRAY_LEN(us->idle)) {
+            /* curl_easy_init costs several allocations: reuse handles */
+            curl_easy_reset(u->easy);
+            us->idle[us->nidle++] = u->easy;
+        } else {
+            curl_easy_cleanup(u->easy);
+        }
         u->easy = NULL;
         us->active--;
         if (u->prev)
@@ -370,7 +378,7 @@ struct gw_up *gw_up_start(struct gw_upstream *us, const struct gw_up_opts *o,
     u->idle_timeout_ms = o->idle_timeout_ms;
     uv_timer_init(us->loop, &u->timer);
     u->timer.data = u;
-    CURL *e = curl_easy_init();
+    CURL *e = us->nidle ? us->idle[--us->nidle] : curl_easy_init();
     if (!e) {
         u->done = true;
         up_destroy(u);
@@ -468,6 +476,8 @@ uint64_t gw_up_first_byte_ns(const struct gw_up *u)
 static void us_closed(uv_handle_t *h)
 {
     struct gw_upstream *us = h->data;
+    while (us->nidle)
+        curl_easy_cleanup(us->idle[--us->nidle]);
     curl_multi_cleanup(us->multi);
     free(us);
 }
