@@ -410,10 +410,8 @@ static bool listen_conflict(const char *a, const char *b)
 {
     size_t alen, blen;
     long aport, bport;
-    if (strcmp(a, b) == 0)
-        return true;
     if (listen_problem(a, &alen, &aport) || listen_problem(b, &blen, &bport))
-        return false;
+        return strcmp(a, b) == 0;
     if (aport != bport || aport == 0)
         return false;
     if (alen == blen && strncasecmp(a, b, alen) == 0)
