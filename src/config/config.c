@@ -1711,8 +1711,11 @@ void gw_config_unref(struct gw_config *c)
 {
     if (!c)
         return;
-    if (atomic_fetch_sub_explicit(&c->refs, 1, memory_order_acq_rel) == 1)
+    if (atomic_fetch_sub_explicit(&c->refs, 1, memory_order_acq_rel) == 1) {
+        if (c->release_runtime)
+            c->release_runtime(c);
         config_free(c);
+    }
 }
 
 const struct gw_backend_conf *gw_config_backend(const struct gw_config *c, const char *name)

@@ -45,6 +45,8 @@ struct gw_upstream {
     struct gw_up *list;           /* transfers in progress */
     CURL *idle[64];               /* reset easy handles kept for reuse */
     size_t nidle;
+    struct sock_ctx **byfd;       /* poll handles by socket number, kept */
+    size_t nbyfd;                 /* across transfers (see on_socket) */
 };
 
 struct sock_ctx {
@@ -100,27 +102,52 @@ static void on_sock_closed(uv_handle_t *h)
     free(h->data);
 }
 
+/* curl says REMOVE whenever a transfer ends and its connection goes back to
+ * the pool, and asks again for the same socket on the next request. A poll
+ * handle per socket number is kept (stopped) in between instead of being
+ * closed and made anew: that saves an allocation, a close and several
+ * syscalls per request. A stopped handle holds no kernel state, so it is
+ * safe even when curl closed the socket and the number is reused. */
+static struct sock_ctx *sock_for(struct gw_upstream *us, curl_socket_t fd)
+{
+    if (fd < 0)
+        return NULL;
+    if ((size_t)fd >= us->nbyfd) {
+        size_t n = us->nbyfd ? us->nbyfd : 64;
+        while (n <= (size_t)fd)
+            n *= 2;
+        us->byfd = gw_realloc(us->byfd, n * sizeof(*us->byfd));
+        memset(us->byfd + us->nbyfd, 0, (n - us->nbyfd) * sizeof(*us->byfd));
+        us->nbyfd = n;
+    }
+    struct sock_ctx *sc = us->byfd[fd];
+    if (sc)
+        return sc;
+    sc = gw_calloc(1, sizeof(*sc));
+    sc->fd = fd;
+    sc->us = us;
+    if (uv_poll_init_socket(us->loop, &sc->poll, fd) < 0) {
+        free(sc);
+        return NULL;
+    }
+    sc->poll.data = sc;
+    us->byfd[fd] = sc;
+    return sc;
+}
+
 static int on_socket(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
 {
     struct gw_upstream *us = userp;
     struct sock_ctx *sc = socketp;
     if (what == CURL_POLL_REMOVE) {
-        if (sc) {
+        if (sc)
             uv_poll_stop(&sc->poll);
-            curl_multi_assign(us->multi, fd, NULL);
-            uv_close((uv_handle_t *)&sc->poll, on_sock_closed);
-        }
         return 0;
     }
     if (!sc) {
-        sc = gw_calloc(1, sizeof(*sc));
-        sc->fd = fd;
-        sc->us = us;
-        if (uv_poll_init_socket(us->loop, &sc->poll, fd) < 0) {
-            free(sc);
+        sc = sock_for(us, fd);
+        if (!sc)
             return -1;
-        }
-        sc->poll.data = sc;
         curl_multi_assign(us->multi, fd, sc);
     }
     int ev = 0;
@@ -478,7 +505,16 @@ static void us_closed(uv_handle_t *h)
     struct gw_upstream *us = h->data;
     while (us->nidle)
         curl_easy_cleanup(us->idle[--us->nidle]);
+    /* closes pooled connections; may call on_socket(REMOVE) */
     curl_multi_cleanup(us->multi);
+    for (size_t i = 0; i < us->nbyfd; i++) {
+        struct sock_ctx *sc = us->byfd[i];
+        if (sc) {
+            uv_poll_stop(&sc->poll);
+            uv_close((uv_handle_t *)&sc->poll, on_sock_closed);
+        }
+    }
+    free(us->byfd);
     free(us);
 }
 
