@@ -81,6 +81,14 @@ int gw_parse_duration_ms(const char *s, uint64_t *out);
 /* Parse "8MiB", "32KiB", "1MB", "1024"; -> bytes. */
 int gw_parse_size(const char *s, uint64_t *out);
 
+/* Length of the valid UTF-8 sequence at p (1-4), or 0 when p[0] does not
+ * start one (bad lead byte, truncated, overlong, surrogate, > U+10FFFF). */
+size_t gw_utf8_seq_len(const char *p, size_t n);
+
+/* Cut a NUL-terminated string back to its last complete UTF-8 character
+ * (after snprintf may have truncated inside one). */
+void gw_utf8_trim(char *s);
+
 /* Fill buf with n random bytes from the OS; never fails (aborts). */
 void gw_random_bytes(void *buf, size_t n);
 /* Write 2*n lowercase hex chars + NUL into out. */

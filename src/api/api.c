@@ -133,7 +133,17 @@ void gw_api_on_error(struct gw_http_req *req, int status, const char *msg)
 
 /* ---- access log and metrics for everything but chat ---- */
 
-const char gw_chat_logged[] = "chat";
+struct gw_req_meta *gw_req_meta(struct gw_worker *w, struct gw_http_req *req)
+{
+    struct gw_req_meta *m = gw_http_req_data(req);
+    if (m)
+        return m;
+    m = gw_arena_alloc(gw_http_req_arena(req), sizeof(*m));
+    memset(m, 0, sizeof(*m));
+    gw_request_id(w, req, m->id);
+    gw_http_req_set_data(req, m);
+    return m;
+}
 
 static const char *route_name(gw_str p)
 {
@@ -153,9 +163,10 @@ static const char *route_name(gw_str p)
  * that reached the handler log themselves (with much more to say). */
 void gw_api_on_complete(struct gw_http_req *req)
 {
-    if (gw_http_req_data(req) == gw_chat_logged)
-        return;
     struct gw_worker *w = gw_http_server_ud(gw_http_req_server(req));
+    struct gw_req_meta *meta = gw_req_meta(w, req);
+    if (meta->self_logged)
+        return;
     int status = gw_http_resp_status(req);
     char st[8];
     snprintf(st, sizeof(st), "%d", status);
@@ -164,8 +175,7 @@ void gw_api_on_complete(struct gw_http_req *req)
     gw_series_inc(gw_metrics_getv(w->metrics, &gw_m_requests, route, "none", "none", st), 1);
     if (w->gw->access_fd < 0)
         return;
-    char id[68];
-    gw_request_id(w, req, id);
+    const char *id = meta->id;
     struct gw_buf *b = &w->alog;
     char ts[64];
     struct timespec now;
@@ -183,10 +193,9 @@ void gw_api_on_complete(struct gw_http_req *req)
     gw_buf_puts(b, ",\"path\":");
     gw_buf_json_str(b, path.p ? path.p : "-", path.p ? GW_MIN(path.len, 256) : 1);
     gw_buf_printf(b, ",\"route\":\"%s\",\"status\":%d", route, status);
-    const char *key = gw_http_req_data(req);
-    if (key) {
+    if (meta->authed) {
         gw_buf_puts(b, ",\"key\":");
-        gw_buf_json_str(b, key, strlen(key));
+        gw_buf_json_str(b, meta->key, strlen(meta->key));
     }
     gw_buf_printf(b, ",\"latency_ms\":%.3f,\"bytes_in\":%zu,\"bytes_out\":%llu}\n",
                   (double)(gw_now_ns() - gw_http_req_start_ns(req)) / 1e6,
@@ -378,6 +387,7 @@ static enum endpoint classify(struct gw_http_req *req, struct gw_gateway *gw)
 void gw_api_on_head(struct gw_http_req *req)
 {
     struct gw_worker *w = worker_of(req);
+    gw_http_resp_header(req, "x-request-id", gw_req_meta(w, req)->id);
     enum endpoint ep = classify(req, w->gw);
     gw_str method = gw_http_req_method(req);
     if (ep == EP_NONE) {
@@ -411,7 +421,9 @@ void gw_api_on_head(struct gw_http_req *req)
                                        : "Missing API key: send Authorization: Bearer <key> or x-api-key.");
         return;
     }
-    gw_http_req_set_data(req, gw_arena_strndup(gw_http_req_arena(req), key, strlen(key)));
+    struct gw_req_meta *meta = gw_req_meta(w, req);
+    snprintf(meta->key, sizeof(meta->key), "%s", key);
+    meta->authed = true;
 }
 
 void gw_api_on_request(struct gw_http_req *req)

@@ -22,6 +22,7 @@
 #include <time.h>
 #include <jansson.h>
 
+#include "hybridgw/json_check.h"
 #include "hybridgw/log.h"
 #include "hybridgw/sse.h"
 #include "gateway/gateway.h"
@@ -60,6 +61,7 @@ struct chat {
     bool saw_done;
     bool client_full;               /* client queue over high water: pause upstream */
     bool client_gone;               /* a write to the client failed */
+    bool upstream_malformed;        /* an upstream event was not JSON */
     bool counted_inflight;
 };
 
@@ -70,7 +72,6 @@ static void chat_finalize(struct chat *c);
 static void add_route_headers(struct chat *c)
 {
     struct gw_http_req *r = c->req;
-    gw_http_resp_header(r, "x-request-id", c->reqid);
     if (c->b) {
         gw_http_resp_header(r, "x-hybridgw-route", gw_tier_str(c->route.tier));
         gw_http_resp_header(r, "x-hybridgw-backend", c->b->name);
@@ -251,6 +252,12 @@ static int on_sse_event(const struct gw_sse_event *ev, void *ud)
         c->saw_done = true;
         return write_event(c, d);
     }
+    if (!gw_json_valid(d.p, d.len)) {
+        /* relaying it would make the client's SDK fail on a parse error;
+         * end the stream with a proper error event instead */
+        c->upstream_malformed = true;
+        return -1;
+    }
     if (!c->ttft_ns)
         c->ttft_ns = gw_now_ns();
     const char *uv = find_key_value(d.p, d.len, "usage");
@@ -353,6 +360,16 @@ static void on_up_done(struct gw_up *u, const char *err, void *ud)
         c->error_kind = "client_closed";
         snprintf(c->error_msg, sizeof(c->error_msg), "client closed the connection");
         chat_finalize(c);  /* resets the dead connection */
+        return;
+    }
+    if (c->upstream_malformed) {
+        count_error(c, "malformed");
+        gw_target_report(c->t, c->b, false);
+        c->error_kind = "upstream_malformed";
+        snprintf(c->error_msg, sizeof(c->error_msg),
+                 "backend %s sent a stream event that is not valid JSON", c->b->name);
+        stream_fail(c, "upstream_malformed", c->error_msg);
+        chat_finalize(c);
         return;
     }
     if (err) {
@@ -570,14 +587,14 @@ void gw_chat_handle(struct gw_worker *w, struct gw_http_req *req)
     c->req = req;
     c->cfg = gw_config_ref(w->cfg);
     c->t0_ns = gw_http_req_start_ns(req);
-    const char *kn = gw_http_req_data(req);
-    snprintf(c->key_name, sizeof(c->key_name), "%s", kn ? kn : "");
-    gw_http_req_set_data(req, (void *)gw_chat_logged);
+    struct gw_req_meta *meta = gw_req_meta(w, req);
+    snprintf(c->key_name, sizeof(c->key_name), "%s", meta->key);
+    snprintf(c->reqid, sizeof(c->reqid), "%s", meta->id);
+    meta->self_logged = true;
     gw_usage_init(&c->usage);
     gw_sse_init(&c->sse, 1 << 20);
     gw_buf_init(&c->body, 0);
     gw_buf_init(&c->scratch, 1 << 20);
-    gw_request_id(w, req, c->reqid);
     gw_series_inc(gw_metrics_getv(w->metrics, &gw_m_inflight), 1);
     gw_http_req_set_abort(req, on_client_abort, c);
     gw_http_req_set_drain(req, on_client_drain, c);

@@ -33,6 +33,11 @@ static struct gw_arena_chunk *new_chunk(size_t size)
 
 void *gw_arena_alloc(struct gw_arena *a, size_t n)
 {
+    if (n > SIZE_MAX / 2) {
+        /* callers cap what clients control; this is a bug, not input */
+        fprintf(stderr, "hybridgw: arena allocation of %zu bytes\n", n);
+        abort();
+    }
 #ifdef GW_ARENA_MALLOC
     /* one chunk per allocation, exactly sized, so ASan sees the bounds */
     struct gw_arena_chunk *c = new_chunk(n);

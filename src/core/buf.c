@@ -119,7 +119,15 @@ int gw_buf_json_str(struct gw_buf *b, const char *s, size_t n)
         case '\r': esc = "\\r"; break;
         case '\t': esc = "\\t"; break;
         default:
-            if (c < 0x20 || c == 0x7f) {
+            if (c >= 0x80) {
+                size_t ok = gw_utf8_seq_len(s + i, n - i);
+                if (ok) {
+                    run += ok;
+                    i += ok - 1;
+                    continue;
+                }
+                esc = "\\ufffd"; /* not UTF-8: keep the output valid JSON */
+            } else if (c < 0x20 || c == 0x7f) {
                 ubuf[0] = '\\'; ubuf[1] = 'u'; ubuf[2] = '0'; ubuf[3] = '0';
                 ubuf[4] = hex[c >> 4]; ubuf[5] = hex[c & 15]; ubuf[6] = 0;
                 esc = ubuf;

@@ -181,3 +181,46 @@ void gw_hex(const void *in, size_t n, char *out)
     }
     out[2 * n] = '\0';
 }
+
+size_t gw_utf8_seq_len(const char *p, size_t n)
+{
+    const unsigned char *u = (const unsigned char *)p;
+    if (n == 0)
+        return 0;
+    if (u[0] < 0x80)
+        return 1;
+    size_t len;
+    unsigned cp, min;
+    if (u[0] >= 0xc2 && u[0] <= 0xdf) {
+        len = 2; cp = u[0] & 0x1f; min = 0x80;
+    } else if (u[0] >= 0xe0 && u[0] <= 0xef) {
+        len = 3; cp = u[0] & 0x0f; min = 0x800;
+    } else if (u[0] >= 0xf0 && u[0] <= 0xf4) {
+        len = 4; cp = u[0] & 0x07; min = 0x10000;
+    } else {
+        return 0;
+    }
+    if (n < len)
+        return 0;
+    for (size_t i = 1; i < len; i++) {
+        if ((u[i] & 0xc0) != 0x80)
+            return 0;
+        cp = (cp << 6) | (u[i] & 0x3f);
+    }
+    if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+        return 0;
+    return len;
+}
+
+void gw_utf8_trim(char *s)
+{
+    size_t n = strlen(s), i = 0, good = 0;
+    while (i < n) {
+        size_t l = gw_utf8_seq_len(s + i, n - i);
+        if (!l)
+            break;
+        i += l;
+        good = i;
+    }
+    s[good] = '\0';
+}

@@ -131,8 +131,18 @@ void gw_api_on_head(struct gw_http_req *req);
 void gw_api_on_request(struct gw_http_req *req);
 void gw_api_on_error(struct gw_http_req *req, int status, const char *msg);
 void gw_api_on_complete(struct gw_http_req *req);
-/* Request data marker: the chat handler logs this request itself. */
-extern const char gw_chat_logged[];
+
+/* What the API layer knows of a request from its head on; lives in the
+ * request arena and is the request's data pointer. */
+struct gw_req_meta {
+    char id[68];          /* x-request-id: the client's when sane, else made */
+    char key[64];         /* the key's name ("" when auth is off) */
+    bool authed;          /* the key was accepted */
+    bool self_logged;     /* the handler writes its own access-log line */
+};
+/* The request's meta, made on first use (also for requests that never went
+ * through on_head, such as server-side 400s). */
+struct gw_req_meta *gw_req_meta(struct gw_worker *w, struct gw_http_req *req);
 void gw_api_admin_on_request(struct gw_http_req *req);
 /* OpenAI-shaped error body. */
 void gw_api_send_error(struct gw_http_req *req, int status, const char *type,

@@ -67,6 +67,8 @@ static int on_url(http_parser *p, const char *at, size_t n)
 static int on_header_field(http_parser *p, const char *at, size_t n)
 {
     struct gw_h1 *h = p->data;
+    if (h->head_done)
+        return 0; /* chunked trailers are not headers (RFC 9110 6.5.1): drop them */
     if (h->last_cb != 1) {
         if (h->nhdrs >= h->lim.max_headers)
             return fail(h, 431, "too many request header fields");
@@ -88,6 +90,8 @@ static int on_header_field(http_parser *p, const char *at, size_t n)
 static int on_header_value(http_parser *p, const char *at, size_t n)
 {
     struct gw_h1 *h = p->data;
+    if (h->head_done)
+        return 0;
     struct hdr *x = &h->hdrs[h->nhdrs - 1];
     if (h->last_cb != 2) {
         x->val_off = h->head.len;
@@ -210,6 +214,8 @@ enum gw_h1_ev gw_h1_feed(struct gw_h1 *h, const char *data, size_t len, size_t *
         h->pending = GW_H1_NEED_MORE;
         http_parser_pause(&h->p, 0);
     }
+    if (len == 0)
+        return GW_H1_NEED_MORE; /* http-parser takes 0 bytes as end of input */
     size_t n = http_parser_execute(&h->p, &settings, data, len);
     enum http_errno e = HTTP_PARSER_ERRNO(&h->p);
     *used = n;

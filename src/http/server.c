@@ -67,6 +67,7 @@ struct gw_http_req {
     bool ended;                 /* response complete */
     bool want_drain;            /* resp_write returned 1 */
     bool answered_in_head;      /* on_head sent a response */
+    bool is_head;               /* HEAD: the response has no body */
 };
 
 struct conn {
@@ -563,6 +564,8 @@ void gw_http_resp_send(struct gw_http_req *r, int status, const char *content_ty
     r->started = true;
     r->ended = true;
     r->status = status;
+    if (r->is_head)
+        len = 0; /* Content-Length says what a GET would get; no body */
     r->bytes_out += (size_t)(n > 0 ? n : 0) + r->resp_head.len + 2 + len;
     if (n > 0) {
         uv_buf_t bufs[4] = {
@@ -739,6 +742,7 @@ static void on_head_complete(struct conn *c)
     gw_str url = gw_h1_url(c->h1);
     const char *q = memchr(url.p, '?', url.len);
     r->method = gw_h1_method(c->h1);
+    r->is_head = gw_str_eq_c(r->method, "HEAD");
     r->path = (gw_str){url.p, q ? (size_t)(q - url.p) : url.len};
     r->query = q ? (gw_str){q + 1, url.len - (size_t)(q - url.p) - 1} : GW_STR("");
     c->keep_alive = gw_h1_keep_alive(c->h1);

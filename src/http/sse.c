@@ -12,7 +12,7 @@
 
 void gw_sse_init(struct gw_sse *s, size_t max_event)
 {
-    gw_buf_init(&s->pending, max_event ? max_event : 1 << 20);
+    gw_buf_init(&s->pending, 0); /* bounded by the per-event check in feed */
     gw_buf_init(&s->data, max_event ? max_event : 1 << 20);
     s->max_event = max_event ? max_event : 1 << 20;
 }
@@ -33,12 +33,10 @@ static size_t line_end(const char *p, size_t n, size_t *eol)
             return i;
         }
         if (p[i] == '\r') {
-            if (i + 1 < n) {
-                *eol = p[i + 1] == '\n' ? 2 : 1;
-                return i;
-            }
-            /* \r at the very end: can't tell \r from \r\n yet */
-            *eol = 0;
+            /* a \r at the very end may be half of a \r\n: the line is
+             * complete either way, and a \n that follows in the next piece
+             * is at worst an empty line, which dispatches nothing new */
+            *eol = (i + 1 < n && p[i + 1] == '\n') ? 2 : 1;
             return i;
         }
     }
@@ -53,6 +51,7 @@ static size_t parse(struct gw_sse *s, const char *p, size_t n, gw_sse_cb cb, voi
     size_t off = 0, ev_start = 0;
     struct gw_sse_event ev = {GW_STR_NULL, GW_STR_NULL, GW_STR_NULL};
     size_t ndata = 0;
+    size_t ev_bytes = 0; /* line contents of the current event */
     const char *first_data = NULL;
     size_t first_len = 0;
     *rc = 0;
@@ -63,6 +62,12 @@ static size_t parse(struct gw_sse *s, const char *p, size_t n, gw_sse_cb cb, voi
             break;  /* incomplete line: wait for more */
         const char *line = p + off;
         off += len + eol;
+        ev_bytes += len;
+        if (ev_bytes > s->max_event) {
+            *rc = GW_ETOOBIG;
+            gw_buf_reset(&s->data);
+            return ev_start;
+        }
         if (len == 0) {
             /* blank line: dispatch when there is data */
             if (ndata > 0) {
@@ -73,11 +78,13 @@ static size_t parse(struct gw_sse *s, const char *p, size_t n, gw_sse_cb cb, voi
                 int r = cb(&ev, ud);
                 if (r) {
                     *rc = r;
+                    gw_buf_reset(&s->data);
                     return off;
                 }
             }
             ev = (struct gw_sse_event){GW_STR_NULL, GW_STR_NULL, GW_STR_NULL};
             ndata = 0;
+            ev_bytes = 0;
             gw_buf_reset(&s->data);
             ev_start = off;
             continue;
@@ -103,6 +110,7 @@ static size_t parse(struct gw_sse *s, const char *p, size_t n, gw_sse_cb cb, voi
                 gw_buf_append(&s->data, v, vl);
                 if (s->data.err) {
                     *rc = GW_ETOOBIG;
+                    gw_buf_reset(&s->data);
                     return off;
                 }
             }
@@ -122,21 +130,21 @@ int gw_sse_feed(struct gw_sse *s, const char *p, size_t n, gw_sse_cb cb, void *u
 {
     int rc;
     if (s->pending.len == 0) {
+        /* the common case: parse in place, keep only what is left over */
         size_t used = parse(s, p, n, cb, ud, &rc);
-        if (rc)
-            return rc;
-        if (n - used > s->max_event)
-            return GW_ETOOBIG;
         if (gw_buf_append(&s->pending, p + used, n - used))
             return GW_ETOOBIG;
-        return 0;
+    } else {
+        if (gw_buf_append(&s->pending, p, n))
+            return GW_ETOOBIG;
+        size_t used = parse(s, s->pending.data, s->pending.len, cb, ud, &rc);
+        gw_buf_consume(&s->pending, used);
     }
-    if (gw_buf_append(&s->pending, p, n))
-        return GW_ETOOBIG;
-    size_t used = parse(s, s->pending.data, s->pending.len, cb, ud, &rc);
-    gw_buf_consume(&s->pending, used);
     if (rc)
-        return rc;
+        return rc; /* what was not parsed stays in pending for the next feed */
+    /* only an unfinished event remains: that is what the cap limits */
+    if (s->pending.len > s->max_event)
+        return GW_ETOOBIG;
     return 0;
 }
 

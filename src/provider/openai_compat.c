@@ -91,6 +91,7 @@ static void read_usage(json_t *obj, struct gw_usage *u)
 static void set_msg(struct gw_error *e, const char *fmt, const char *a, const char *b)
 {
     snprintf(e->message, sizeof(e->message), fmt, a, b);
+    gw_utf8_trim(e->message);
 }
 
 /* Find the message in the shapes upstreams use: nested OpenAI/vLLM >= 0.10.1
@@ -187,6 +188,7 @@ static void map_error(const struct gw_backend_conf *b, int status, const char *b
         e->code = "upstream_error";
         snprintf(e->message, sizeof(e->message), "backend %s failed with status %d: %s",
                  b->name, status, m);
+        gw_utf8_trim(e->message);
         break;
     }
     json_decref(root);
