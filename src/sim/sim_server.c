@@ -45,6 +45,7 @@
 #include "sim_stats.h"
 
 #define BURST_MAX 256          /* events written per callback before yielding */
+#define SIM_BATCH (4 * SIM_EVENT_MAX) /* events due together go out in one write */
 #define SMALL_BODY 16384       /* stack buffer for small JSON answers */
 
 enum sim_st {
@@ -497,12 +498,36 @@ static bool fire_fault(struct sim_stream *s)
     }
 }
 
+/* Write the batched events; false when the stream must stop (freed, or
+ * blocked until the drain callback). */
+static bool flush(struct sim_stream *s, const char *buf, size_t *blen)
+{
+    int rc;
+    if (*blen == 0)
+        return true;
+    rc = gw_http_resp_write(s->req, buf, *blen);
+    *blen = 0;
+    if (rc < 0) {
+        stream_reset(s, true, "write failed");
+        return false;
+    }
+    if (rc == 1) {
+        s->st = ST_BLOCKED;
+        return false;
+    }
+    return true;
+}
+
 /* Move the stream forward as far as pacing and the client allow. Runs on
- * the owner's loop from the timer, the drain callback or a start. */
+ * the owner's loop from the timer, the drain callback or a start. Events
+ * that are due together (no pacing, or several tokens due in one tick) are
+ * batched into one write of up to SIM_BATCH bytes; a paced stream writes
+ * each token as it comes due. */
 static void stream_pump(struct sim_stream *s)
 {
     struct sim_shared *sh = s->w->sh;
-    char buf[SIM_EVENT_MAX];
+    char buf[SIM_BATCH];
+    size_t blen = 0;
     struct sim_out o;
 
     if (s->st == ST_TTFT) {
@@ -525,7 +550,7 @@ static void stream_pump(struct sim_stream *s)
         return;
     for (unsigned n = 0;; n++) {
         if (s->fault.kind >= SIM_FAULT_STALL && !s->fault_fired && s->events == s->fault.at) {
-            if (!fire_fault(s))
+            if (!flush(s, buf, &blen) || !fire_fault(s))
                 return;
             continue;
         }
@@ -534,18 +559,28 @@ static void stream_pump(struct sim_stream *s)
             uint64_t due = s->t_first + (uint64_t)((double)s->g.tok * 1e9 / s->tps);
             uint64_t now = uv_hrtime();
             if (now < due) {
-                arm(s, (due - now + 999999) / 1000000);
+                if (flush(s, buf, &blen))
+                    arm(s, (due - now + 999999) / 1000000);
                 return;
             }
         }
         if (n >= BURST_MAX) {   /* let other streams and I/O run */
-            arm(s, 0);
+            if (flush(s, buf, &blen))
+                arm(s, 0);
             return;
         }
-        sim_out_fixed(&o, buf, sizeof(buf));
+        if (sizeof(buf) - blen < SIM_EVENT_MAX && !flush(s, buf, &blen))
+            return;
+        sim_out_fixed(&o, buf + blen, sizeof(buf) - blen);
         if (sim_gen_next(&s->g, &o) == SIM_EV_END) {
+            if (!flush(s, buf, &blen))
+                return;   /* blocked: the drain callback comes back here */
             gw_http_resp_end(s->req);
             stream_done(s);
+            return;
+        }
+        if (o.err) {
+            stream_reset(s, false, "event larger than the scratch buffer");
             return;
         }
         if (tok) {
@@ -554,8 +589,8 @@ static void stream_pump(struct sim_stream *s)
                 sim_stats_observe_ttft(&sh->stats, s->model,
                                        (double)(uv_hrtime() - s->t_arrive) / 1e9);
         }
-        if (!put_event(s, &o))
-            return;
+        s->events++;
+        blen += o.len;
     }
 }
 
