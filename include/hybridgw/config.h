@@ -43,6 +43,13 @@ struct gw_backend_conf {
     char *health_path;               /* default "/health" */
     uint64_t health_interval_ms;     /* active checks; default 5 s; 0 = off */
     unsigned fail_threshold;         /* eject after N consecutive failures; default 3 */
+    uint64_t default_max_tokens;     /* when a request to an Anthropic upstream has none; 4096 */
+    unsigned retry_attempts;         /* retries on this backend after the first try; default 1 */
+    uint64_t retry_backoff_ms;       /* first backoff, doubled per retry, with jitter; 100 ms */
+    uint64_t retry_max_backoff_ms;   /* cap on one backoff (and on honoured retry-after); 2 s */
+    unsigned circuit_failures;       /* open the circuit after N failures in the window; 5 */
+    uint64_t circuit_window_ms;      /* default 10 s */
+    uint64_t circuit_cooldown_ms;    /* open -> half-open after this; default 15 s */
     unsigned line;                   /* where it was defined */
 };
 
@@ -87,6 +94,12 @@ struct gw_config {
 
     /* router */
     enum gw_tier default_tier;       /* router.default_tier for "auto" */
+    /* router.fallback: per tier, what to try when that tier's backend fails
+     * before the response started; each entry a tier name or backend name.
+     * Default: local -> [frontier], frontier -> [local]. */
+    char **fallback[GW_TIER_COUNT];
+    size_t nfallback[GW_TIER_COUNT];
+    uint64_t retry_deadline_ms;      /* router.deadline: retries + fallback budget; 30 s */
 
     /* logging */
     char *access_log;                /* "stdout", "stderr", "off" or a path */

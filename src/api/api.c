@@ -19,6 +19,7 @@
 #include "hybridgw/log.h"
 #include "gateway/gateway.h"
 #include "router/router.h"
+#include "translate/translate.h"
 
 /* ---- metrics families ---- */
 
@@ -61,9 +62,17 @@ const struct gw_metric_family gw_m_decisions = {
     "hybridgw_route_decisions_total", "Routing decisions by deciding stage and tier.",
     GW_METRIC_COUNTER, {"stage", "tier", NULL}, NULL, 0};
 
+const struct gw_metric_family gw_m_retries = {
+    "hybridgw_retries_total", "Upstream attempts retried on the same backend, by reason.",
+    GW_METRIC_COUNTER, {"backend", "reason", NULL}, NULL, 0};
+const struct gw_metric_family gw_m_fallbacks = {
+    "hybridgw_fallbacks_total", "Requests moved to the next backend of the fallback chain.",
+    GW_METRIC_COUNTER, {"from", "to", "reason", NULL}, NULL, 0};
+
 static const struct gw_metric_family *const families[] = {
     &gw_m_build, &gw_m_requests, &gw_m_duration, &gw_m_ttft, &gw_m_inflight,
-    &gw_m_upstream_errors, &gw_m_tokens, &gw_m_decisions, &gw_m_reloads,
+    &gw_m_upstream_errors, &gw_m_retries, &gw_m_fallbacks, &gw_m_tokens, &gw_m_decisions,
+    &gw_m_reloads,
 };
 
 void gw_gateway_render_metrics(struct gw_gateway *gw, const struct gw_config *cfg,
@@ -84,6 +93,14 @@ void gw_gateway_render_metrics(struct gw_gateway *gw, const struct gw_config *cf
         for (size_t j = 0; b->targets && j < b->nurls; j++)
             gw_buf_printf(out, "%s{backend=\"%s\",url=\"%s\"} %d\n", f->name, b->name,
                           b->urls[j], atomic_load(&b->targets[j]->healthy) ? 1 : 0);
+    }
+    gw_buf_puts(out, "# HELP hybridgw_circuit_state Circuit breaker per upstream URL: "
+                     "0 closed, 1 open, 2 half-open.\n# TYPE hybridgw_circuit_state gauge\n");
+    for (size_t i = 0; i < cfg->nbackends; i++) {
+        const struct gw_backend_conf *b = &cfg->backends[i];
+        for (size_t j = 0; b->targets && j < b->nurls; j++)
+            gw_buf_printf(out, "hybridgw_circuit_state{backend=\"%s\",url=\"%s\"} %d\n",
+                          b->name, b->urls[j], atomic_load(&b->targets[j]->circuit));
     }
 }
 
@@ -111,6 +128,13 @@ void gw_api_send_error(struct gw_http_req *req, int status, const char *type, co
     gw_buf_puts(&b, "}}");
     gw_http_resp_send(req, status, "application/json", b.data, b.len);
     gw_buf_free(&b);
+}
+
+static void send_anthropic_error(struct gw_http_req *req, int status, const char *msg)
+{
+    char *body = gw_xlate_anthropic_error_body(status, msg);
+    gw_http_resp_send(req, status, "application/json", body, strlen(body));
+    free(body);
 }
 
 static const char *type_for_status(int status)
@@ -147,10 +171,11 @@ struct gw_req_meta *gw_req_meta(struct gw_worker *w, struct gw_http_req *req)
 
 static const char *route_name(gw_str p)
 {
-    static const char *const known[] = {"/v1/chat/completions", "/v1/models", "/healthz",
+    static const char *const known[] = {"/v1/chat/completions", "/v1/messages",
+                                        "/v1/messages/count_tokens", "/v1/models", "/healthz",
                                         "/readyz", "/metrics"};
-    static const char *const names[] = {"chat_completions", "models", "healthz", "readyz",
-                                        "metrics"};
+    static const char *const names[] = {"chat_completions", "messages", "count_tokens",
+                                        "models", "healthz", "readyz", "metrics"};
     for (size_t i = 0; i < GW_ARRAY_LEN(known); i++)
         if (gw_str_eq_c(p, known[i]))
             return names[i];
@@ -360,6 +385,8 @@ void gw_api_admin_on_request(struct gw_http_req *req)
 enum endpoint {
     EP_NONE = 0,
     EP_CHAT,
+    EP_MESSAGES,
+    EP_COUNT_TOKENS,
     EP_MODELS,
     EP_MODEL,
     EP_ADMIN,
@@ -370,6 +397,10 @@ static enum endpoint classify(struct gw_http_req *req, struct gw_gateway *gw)
     gw_str p = gw_http_req_path(req);
     if (gw_str_eq_c(p, "/v1/chat/completions"))
         return EP_CHAT;
+    if (gw_str_eq_c(p, "/v1/messages"))
+        return EP_MESSAGES;
+    if (gw_str_eq_c(p, "/v1/messages/count_tokens"))
+        return EP_COUNT_TOKENS;
     if (gw_str_eq_c(p, "/v1/models"))
         return EP_MODELS;
     if (p.len > 11 && memcmp(p.p, "/v1/models/", 11) == 0)
@@ -400,10 +431,14 @@ void gw_api_on_head(struct gw_http_req *req)
     }
     if (ep == EP_ADMIN)
         return;
-    if (ep == EP_CHAT && !gw_str_eq_c(method, "POST")) {
+    if ((ep == EP_CHAT || ep == EP_MESSAGES || ep == EP_COUNT_TOKENS) &&
+        !gw_str_eq_c(method, "POST")) {
         gw_http_resp_header(req, "Allow", "POST");
-        gw_api_send_error(req, 405, "invalid_request_error", "method_not_allowed", NULL,
-                          "Method not allowed; use POST /v1/chat/completions.");
+        if (ep == EP_CHAT)
+            gw_api_send_error(req, 405, "invalid_request_error", "method_not_allowed", NULL,
+                              "Method not allowed; use POST /v1/chat/completions.");
+        else
+            send_anthropic_error(req, 405, "Method not allowed; use POST.");
         return;
     }
     if ((ep == EP_MODELS || ep == EP_MODEL) && !gw_str_eq_c(method, "GET")) {
@@ -416,9 +451,12 @@ void gw_api_on_head(struct gw_http_req *req)
     if (!key) {
         gw_str a = gw_http_req_header(req, "authorization");
         gw_str x = gw_http_req_header(req, "x-api-key");
-        gw_api_send_error(req, 401, "invalid_request_error", "invalid_api_key", NULL,
-                          (a.p || x.p) ? "Incorrect API key provided."
-                                       : "Missing API key: send Authorization: Bearer <key> or x-api-key.");
+        const char *msg = (a.p || x.p) ? "Incorrect API key provided."
+                                       : "Missing API key: send Authorization: Bearer <key> or x-api-key.";
+        if (ep == EP_MESSAGES || ep == EP_COUNT_TOKENS)
+            send_anthropic_error(req, 401, msg);
+        else
+            gw_api_send_error(req, 401, "invalid_request_error", "invalid_api_key", NULL, msg);
         return;
     }
     struct gw_req_meta *meta = gw_req_meta(w, req);
@@ -431,7 +469,13 @@ void gw_api_on_request(struct gw_http_req *req)
     struct gw_worker *w = worker_of(req);
     switch (classify(req, w->gw)) {
     case EP_CHAT:
-        gw_chat_handle(w, req);
+        gw_proxy_handle(w, req, GW_EP_CHAT);
+        return;
+    case EP_MESSAGES:
+        gw_proxy_handle(w, req, GW_EP_MESSAGES);
+        return;
+    case EP_COUNT_TOKENS:
+        gw_proxy_handle(w, req, GW_EP_COUNT_TOKENS);
         return;
     case EP_MODELS:
         handle_models(req, w->cfg, GW_STR_NULL);

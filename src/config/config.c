@@ -486,6 +486,7 @@ struct ld {
     char *err;
     size_t errlen;          /* 0: caller wants no message */
     unsigned long visits;   /* bounded by MAX_VISITS */
+    yaml_node_t *fallback_nodes[GW_TIER_COUNT][16]; /* checked once backends are in */
 };
 
 static unsigned long node_line(const yaml_node_t *n)
@@ -884,6 +885,11 @@ static void config_free(struct gw_config *c)
         free(c->models[i].backend_name);
     }
     free(c->models);
+    for (int t = 0; t < GW_TIER_COUNT; t++) {
+        for (size_t i = 0; i < c->nfallback[t]; i++)
+            free(c->fallback[t][i]);
+        free(c->fallback[t]);
+    }
     free(c->access_log);
     free(c->log_level);
     free(c);
@@ -1226,6 +1232,64 @@ static int parse_health(struct ld *ld, yaml_node_t *map, const char *path,
     return GW_OK;
 }
 
+static int parse_retry(struct ld *ld, yaml_node_t *map, const char *path,
+                       struct gw_backend_conf *b)
+{
+    static const char *const keys[] = {"attempts", "backoff", "max_backoff"};
+    if (check_map(ld, map, path, keys, GW_ARRAY_LEN(keys)))
+        return GW_ERR;
+    for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top;
+         p++) {
+        yaml_node_t *k = node_at(ld, p->key), *v = node_at(ld, p->value);
+        char sub[PATH_MAX_LEN];
+        path_key(sub, path, k);
+        if (is_null(v))
+            continue;
+        if (scalar_is(k, "attempts")) {
+            uint64_t n;
+            if (get_uint(ld, v, sub, &n, 0, 10))
+                return GW_ERR;
+            b->retry_attempts = (unsigned)n;
+        } else if (scalar_is(k, "backoff")) {
+            if (get_duration(ld, v, sub, &b->retry_backoff_ms, true))
+                return GW_ERR;
+        } else if (get_duration(ld, v, sub, &b->retry_max_backoff_ms, true)) {
+            return GW_ERR;
+        }
+    }
+    if (b->retry_backoff_ms > b->retry_max_backoff_ms)
+        return fail(ld, map, path, "backoff is longer than max_backoff");
+    return GW_OK;
+}
+
+static int parse_circuit(struct ld *ld, yaml_node_t *map, const char *path,
+                         struct gw_backend_conf *b)
+{
+    static const char *const keys[] = {"failures", "window", "cooldown"};
+    if (check_map(ld, map, path, keys, GW_ARRAY_LEN(keys)))
+        return GW_ERR;
+    for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top;
+         p++) {
+        yaml_node_t *k = node_at(ld, p->key), *v = node_at(ld, p->value);
+        char sub[PATH_MAX_LEN];
+        path_key(sub, path, k);
+        if (is_null(v))
+            continue;
+        if (scalar_is(k, "failures")) {
+            uint64_t n;
+            if (get_uint(ld, v, sub, &n, 1, 100000))
+                return GW_ERR;
+            b->circuit_failures = (unsigned)n;
+        } else if (scalar_is(k, "window")) {
+            if (get_duration(ld, v, sub, &b->circuit_window_ms, false))
+                return GW_ERR;
+        } else if (get_duration(ld, v, sub, &b->circuit_cooldown_ms, false)) {
+            return GW_ERR;
+        }
+    }
+    return GW_OK;
+}
+
 static bool reserved_name(const char *s)
 {
     return strcasecmp(s, "auto") == 0 || strcasecmp(s, "local") == 0 ||
@@ -1236,8 +1300,9 @@ static int parse_backend(struct ld *ld, yaml_node_t *kname, yaml_node_t *map,
                          struct gw_backend_conf *b)
 {
     static const char *const keys[] = {
-        "tier",           "provider",          "url",    "urls",   "model", "api_key",
+        "tier",           "provider",          "url",      "urls",   "model", "api_key",
         "context_window", "max_response_bytes", "timeouts", "health", "price",
+        "default_max_tokens", "retry", "circuit",
     };
     char path[PATH_MAX_LEN];
     path_key(path, "backends", kname);
@@ -1252,6 +1317,13 @@ static int parse_backend(struct ld *ld, yaml_node_t *kname, yaml_node_t *map,
     b->health_path = gw_strdup("/health");
     b->health_interval_ms = 5000;
     b->fail_threshold = 3;
+    b->default_max_tokens = 4096;
+    b->retry_attempts = 1;
+    b->retry_backoff_ms = 100;
+    b->retry_max_backoff_ms = 2000;
+    b->circuit_failures = 5;
+    b->circuit_window_ms = 10000;
+    b->circuit_cooldown_ms = 15000;
 
     if (!valid_name(scalar_ptr(kname), kname->data.scalar.length) || strlen(b->name) == 0)
         return fail(ld, kname, path,
@@ -1328,6 +1400,12 @@ static int parse_backend(struct ld *ld, yaml_node_t *kname, yaml_node_t *map,
             rc = parse_timeouts(ld, v, sub, b);
         } else if (scalar_is(k, "health")) {
             rc = parse_health(ld, v, sub, b);
+        } else if (scalar_is(k, "default_max_tokens")) {
+            rc = get_uint(ld, v, sub, &b->default_max_tokens, 1, 10000000);
+        } else if (scalar_is(k, "retry")) {
+            rc = parse_retry(ld, v, sub, b);
+        } else if (scalar_is(k, "circuit")) {
+            rc = parse_circuit(ld, v, sub, b);
         } else { /* price: the cost model comes later */
             rc = ignored_map(ld, v, sub);
         }
@@ -1409,12 +1487,53 @@ static int parse_models(struct ld *ld, yaml_node_t *map, struct gw_config *c)
     return GW_OK;
 }
 
+/* router.fallback: { local: [frontier], frontier: [local, some-backend] }.
+ * Names are checked against tiers and backends after the backends load. */
+static int parse_fallback(struct ld *ld, yaml_node_t *map, const char *path, struct gw_config *c)
+{
+    static const char *const keys[] = {"local", "frontier"};
+    if (check_map(ld, map, path, keys, GW_ARRAY_LEN(keys)))
+        return GW_ERR;
+    for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top;
+         p++) {
+        yaml_node_t *k = node_at(ld, p->key), *v = node_at(ld, p->value);
+        char sub[PATH_MAX_LEN];
+        path_key(sub, path, k);
+        int t = scalar_is(k, "local") ? GW_TIER_LOCAL : GW_TIER_FRONTIER;
+        for (size_t i = 0; i < c->nfallback[t]; i++)
+            free(c->fallback[t][i]);
+        free(c->fallback[t]);
+        c->fallback[t] = NULL;
+        c->nfallback[t] = 0;
+        if (is_null(v))
+            continue; /* no fallback for this tier */
+        if (v->type != YAML_SEQUENCE_NODE)
+            return fail(ld, v, sub, "expected a list of tiers or backend names");
+        size_t n = (size_t)(v->data.sequence.items.top - v->data.sequence.items.start);
+        if (n > 16)
+            return fail(ld, v, sub, "at most 16 entries");
+        c->fallback[t] = gw_calloc(n ? n : 1, sizeof(char *));
+        for (size_t i = 0; i < n; i++) {
+            yaml_node_t *it = node_at(ld, v->data.sequence.items.start[i]);
+            char item[PATH_MAX_LEN];
+            pathf(item, sizeof(item), "%s[%zu]", sub, i);
+            char *name;
+            if (get_str(ld, it, item, &name))
+                return GW_ERR;
+            c->fallback[t][c->nfallback[t]++] = name;
+            ld->fallback_nodes[t][i] = it;
+        }
+    }
+    return GW_OK;
+}
+
 static int parse_router(struct ld *ld, yaml_node_t *map, struct gw_config *c)
 {
     /* Only default_tier is active; the others are accepted (checked for
      * shape only) so that configs written for the classifier keep loading. */
     static const char *const keys[] = {
         "default_tier", "classifier", "min_confidence", "routes", "rules", "spill", "fallback",
+        "deadline",
     };
     if (check_map(ld, map, "router", keys, GW_ARRAY_LEN(keys)))
         return GW_ERR;
@@ -1434,6 +1553,12 @@ static int parse_router(struct ld *ld, yaml_node_t *map, struct gw_config *c)
             if (t < 0)
                 return fail(ld, v, path, "must be local or frontier");
             c->default_tier = (enum gw_tier)t;
+        } else if (scalar_is(k, "deadline")) {
+            if (get_duration(ld, v, path, &c->retry_deadline_ms, false))
+                return GW_ERR;
+        } else if (scalar_is(k, "fallback")) {
+            if (parse_fallback(ld, v, path, c))
+                return GW_ERR;
         } else if (walk_ignored(ld, v, path, 0)) {
             return GW_ERR;
         }
@@ -1521,6 +1646,18 @@ static int parse_root(struct ld *ld, yaml_node_t *root, struct gw_config *c)
 
     if (parse_backends(ld, kback, vback, c))
         return GW_ERR;
+    for (int t = 0; t < GW_TIER_COUNT; t++) {
+        for (size_t i = 0; i < c->nfallback[t]; i++) {
+            const char *n = c->fallback[t][i];
+            if (gw_tier_parse(n) >= 0 || gw_config_backend(c, n))
+                continue;
+            char sub[PATH_MAX_LEN], sn[72];
+            pathf(sub, sizeof(sub), "router.fallback.%s[%zu]", gw_tier_str((enum gw_tier)t), i);
+            shown(n, strlen(n), sn, sizeof(sn));
+            return fail(ld, ld->fallback_nodes[t][i], sub,
+                        "\"%s\" is neither a tier (local, frontier) nor a backend", sn);
+        }
+    }
     if (vmodels && parse_models(ld, vmodels, c))
         return GW_ERR;
     if (c->admin_listen && listen_conflict(c->listen, c->admin_listen))
@@ -1549,6 +1686,13 @@ static struct gw_config *config_new(const char *name)
     c->shutdown_timeout_ms = 30000;
     c->write_high_water = 64ull << 10;
     c->default_tier = GW_TIER_LOCAL;
+    c->retry_deadline_ms = 30000;
+    c->fallback[GW_TIER_LOCAL] = gw_calloc(1, sizeof(char *));
+    c->fallback[GW_TIER_LOCAL][0] = gw_strdup("frontier");
+    c->nfallback[GW_TIER_LOCAL] = 1;
+    c->fallback[GW_TIER_FRONTIER] = gw_calloc(1, sizeof(char *));
+    c->fallback[GW_TIER_FRONTIER][0] = gw_strdup("local");
+    c->nfallback[GW_TIER_FRONTIER] = 1;
     c->access_log = gw_strdup("stdout");
     c->log_level = gw_strdup("info");
     return c;

@@ -34,6 +34,14 @@ struct gw_target {
     atomic_uint probe_failures;     /* active checks failed in a row */
     atomic_bool probing;            /* an active check is in flight */
     uint64_t last_probe_ns;         /* main thread only */
+    /* circuit breaker (passive, windowed): closed -> open after
+     * circuit_failures failures within circuit_window; open -> half-open
+     * after circuit_cooldown, when one probe request may pass; its success
+     * closes the circuit, its failure opens it again */
+    atomic_int circuit;             /* enum gw_circuit */
+    atomic_uint window_failures;
+    _Atomic uint64_t window_start_ns;
+    _Atomic uint64_t opened_ns;
     struct {
         int64_t inflight;           /* written only by worker i */
         char pad[56];
@@ -41,15 +49,25 @@ struct gw_target {
     struct gw_target *next;         /* registry list */
 };
 
+enum gw_circuit {
+    GW_CIRCUIT_CLOSED = 0,
+    GW_CIRCUIT_OPEN = 1,
+    GW_CIRCUIT_HALF_OPEN = 2,
+    GW_CIRCUIT_COUNT
+};
+const char *gw_circuit_str(int state);
+
 /* Attach targets to every backend of cfg, reusing those of old (may be NULL). */
 void gw_backends_attach(struct gw_config *cfg, const struct gw_config *old);
 void gw_target_unref(struct gw_target *t);
 /* Pick the target of b with the fewest requests in flight on this worker
- * among healthy ones; NULL when none is healthy. */
+ * among healthy ones whose circuit lets a request through (taking the
+ * half-open probe slot if it gets one); NULL when there is none. */
 struct gw_target *gw_backend_pick(const struct gw_backend_conf *b, unsigned worker);
 bool gw_backend_healthy(const struct gw_backend_conf *b);
 /* Passive health: a request's outcome. Ejects after fail_threshold
- * consecutive failures; returns true when this call ejected it. */
+ * consecutive failures (an active check brings it back) and drives the
+ * circuit breaker; returns true when this call ejected it. */
 bool gw_target_report(struct gw_target *t, const struct gw_backend_conf *b, bool ok);
 
 /* Control commands from the main thread to a worker. */
@@ -111,6 +129,8 @@ extern const struct gw_metric_family gw_m_backend_up;
 extern const struct gw_metric_family gw_m_reloads;
 extern const struct gw_metric_family gw_m_build;
 extern const struct gw_metric_family gw_m_decisions;
+extern const struct gw_metric_family gw_m_retries;
+extern const struct gw_metric_family gw_m_fallbacks;
 /* Render every registry of the process, and the health of cfg's targets. */
 void gw_gateway_render_metrics(struct gw_gateway *gw, const struct gw_config *cfg,
                                struct gw_buf *out);
@@ -147,7 +167,14 @@ void gw_api_admin_on_request(struct gw_http_req *req);
 /* OpenAI-shaped error body. */
 void gw_api_send_error(struct gw_http_req *req, int status, const char *type,
                        const char *code, const char *param, const char *message);
-void gw_chat_handle(struct gw_worker *w, struct gw_http_req *req);
+/* The model endpoints (src/api/proxy.c). */
+enum gw_endpoint {
+    GW_EP_CHAT = 0,         /* POST /v1/chat/completions (OpenAI dialect) */
+    GW_EP_MESSAGES = 1,     /* POST /v1/messages (Anthropic dialect) */
+    GW_EP_COUNT_TOKENS = 2, /* POST /v1/messages/count_tokens */
+    GW_EP_COUNT
+};
+void gw_proxy_handle(struct gw_worker *w, struct gw_http_req *req, enum gw_endpoint ep);
 
 /* ---- access log ---- */
 void gw_alog_flush(struct gw_worker *w);

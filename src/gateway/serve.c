@@ -267,7 +267,7 @@ static void on_health_tick(uv_timer_t *tm)
             struct gw_up_opts o = {.url = url, .method = "GET", .connect_timeout_ms = 1000,
                                    .total_timeout_ms = 2000};
             if (!b->provider->scrape_load && b->api_key)
-                o.headers = b->provider->add_headers(b, NULL);
+                o.headers = b->provider->add_headers(b, NULL, NULL);
             atomic_store(&t->probing, true);
             if (!gw_up_start(G.health_up, &o, &probe_cbs, p)) {
                 atomic_store(&t->probing, false);

@@ -25,7 +25,8 @@ static const char *chat_path(const struct gw_backend_conf *b)
     return "/v1/chat/completions";
 }
 
-static struct curl_slist *add_headers(const struct gw_backend_conf *b, struct curl_slist *h)
+static struct curl_slist *add_headers(const struct gw_backend_conf *b, struct curl_slist *h,
+                                      const struct gw_up_hints *hints)
 {
     h = curl_slist_append(h, "Content-Type: application/json");
     h = curl_slist_append(h, "Accept: application/json, text/event-stream");
@@ -216,7 +217,10 @@ static const struct gw_provider openai_provider = {
     .map_error = map_error,
 };
 
-static const struct gw_provider *const providers[] = {&vllm_provider, &openai_provider};
+extern const struct gw_provider gw_provider_anthropic;
+
+static const struct gw_provider *const providers[] = {&vllm_provider, &openai_provider,
+                                                      &gw_provider_anthropic};
 
 const struct gw_provider *gw_provider_find(const char *name)
 {
@@ -228,5 +232,5 @@ const struct gw_provider *gw_provider_find(const char *name)
 
 const char *gw_provider_names(void)
 {
-    return "vllm, openai";
+    return "vllm, openai, anthropic";
 }

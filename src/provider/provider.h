@@ -7,9 +7,9 @@
  * body), to read usage from a response or a stream event, and to turn an
  * upstream error into a status and message for the client.
  *
- * Implemented here: "vllm" (any OpenAI-compatible local server: vLLM,
- * llama.cpp server, Ollama) and "openai" (the vendor API: bearer auth).
- * "anthropic" comes with the frontier-tier work.
+ * Implemented: "vllm" (any OpenAI-compatible local server: vLLM, llama.cpp
+ * server, Ollama) and "openai" (the vendor API: bearer auth) in
+ * openai_compat.c; "anthropic" (the Messages API) in anthropic.c.
  */
 #ifndef HYBRIDGW_PROVIDER_H
 #define HYBRIDGW_PROVIDER_H
@@ -37,6 +37,12 @@ struct gw_usage {
 
 void gw_usage_init(struct gw_usage *u);
 
+/* Client request headers a provider may forward upstream. */
+struct gw_up_hints {
+    gw_str anthropic_beta;     /* forwarded verbatim to Anthropic */
+    gw_str anthropic_version;  /* the client's, else the provider's default */
+};
+
 /* An error for the client, in neutral form; the API layer renders it in the
  * client's dialect. */
 struct gw_error {
@@ -54,13 +60,16 @@ struct gw_provider {
     bool scrape_load;            /* has a vLLM-style /metrics to watch */
     /* Path of the chat endpoint appended to the backend URL. */
     const char *(*chat_path)(const struct gw_backend_conf *b);
-    /* Add auth and protocol headers (never log them). */
-    struct curl_slist *(*add_headers)(const struct gw_backend_conf *b, struct curl_slist *h);
+    /* Add auth and protocol headers (never log them). hints may be NULL. */
+    struct curl_slist *(*add_headers)(const struct gw_backend_conf *b, struct curl_slist *h,
+                                      const struct gw_up_hints *hints);
     /* Rewrite the client's request (already validated, same dialect) for
      * this backend: model name, usage in streams. Returns 0 or GW_ERR. */
     int (*prepare_request)(const struct gw_backend_conf *b, json_t *req, bool stream);
     /* Read usage from a non-streaming response body or one stream event's
-     * JSON (only called for events that carry usage). */
+     * JSON (only called for events that carry usage). Fields present
+     * overwrite, absent ones are kept (Anthropic splits usage over
+     * message_start and message_delta). */
     void (*read_usage)(json_t *obj, struct gw_usage *u);
     /* Map an upstream error response to a client error. body may be empty
      * and need not be JSON. */
@@ -69,7 +78,7 @@ struct gw_provider {
 };
 
 const struct gw_provider *gw_provider_find(const char *name);
-/* "vllm, openai" for messages. */
+/* "vllm, openai, anthropic" for messages. */
 const char *gw_provider_names(void);
 
 #endif

@@ -92,7 +92,10 @@ static void test_lookup(void **state)
     assert_int_equal(o->dialect, GW_DIALECT_OPENAI);
     assert_true(v->scrape_load);
     assert_false(o->scrape_load);
-    assert_null(gw_provider_find("anthropic"));
+    const struct gw_provider *a = gw_provider_find("anthropic");
+    assert_non_null(a);
+    assert_int_equal(a->dialect, GW_DIALECT_ANTHROPIC);
+    assert_string_equal(a->chat_path(NULL), "/v1/messages");
     assert_null(gw_provider_find("VLLM"));
     assert_null(gw_provider_find(""));
     assert_non_null(strstr(gw_provider_names(), "vllm"));
@@ -124,7 +127,7 @@ static void test_headers(void **state)
 {
     (void)state;
     const struct gw_backend_conf *q = backend("qwen"), *g = backend("gpt");
-    g_headers = q->provider->add_headers(q, NULL);
+    g_headers = q->provider->add_headers(q, NULL, NULL);
     assert_true(has_header(g_headers, "Content-Type: application/json"));
     assert_true(has_prefix(g_headers, "Accept:"));
     assert_true(has_header(g_headers, "Expect:"));
@@ -134,7 +137,7 @@ static void test_headers(void **state)
 
     /* headers already in the list are kept */
     g_headers = curl_slist_append(NULL, "X-Request-Id: abc");
-    g_headers = g->provider->add_headers(g, g_headers);
+    g_headers = g->provider->add_headers(g, g_headers, NULL);
     assert_true(has_header(g_headers, "X-Request-Id: abc"));
     assert_true(has_header(g_headers, "Authorization: Bearer sk-test-123"));
     assert_true(has_header(g_headers, "Content-Type: application/json"));

@@ -285,6 +285,10 @@ export function gatewayYaml({
   limits = '{ max_body_bytes: 64KiB, header_timeout: 2s, body_timeout: 2s, idle_timeout: 5s, shutdown_timeout: 10s }',
   timeouts = '{ connect: 1s, first_byte: 2s, stream_idle: 1s, request: 30s }',
   health = '{ path: /health, interval: 1s, fail_threshold: 3 }',
+  // retries and the circuit breaker have their own tests (resilience);
+  // elsewhere one failure is one observation, as these tests expect
+  retry = '{ attempts: 0 }',
+  circuit = '{ failures: 1000 }',
   workers = 2,
   extra = '',
 }) {
@@ -304,6 +308,8 @@ export function gatewayYaml({
     apiKey ? `    api_key: "${apiKey}"` : null,
     `    timeouts: ${timeouts}`,
     `    health: ${health}`,
+    `    retry: ${retry}`,
+    `    circuit: ${circuit}`,
     'models:',
     ...Object.entries(models).map(([k, v]) => `  ${k}: { backend: ${v} }`),
     'router: { default_tier: local }',

@@ -1,0 +1,1273 @@
+/*
+ * proxy.c - the model endpoints: POST /v1/chat/completions (OpenAI
+ * dialect), POST /v1/messages and /v1/messages/count_tokens (Anthropic
+ * dialect). Validate, route, build the upstream request in the backend's
+ * dialect (translating when the dialects differ), relay the response whole
+ * or event by event, retry and fall back while nothing has reached the
+ * client, and finalize in one place (metrics, access log, health, cleanup).
+ *
+ * Attempts. The router picks a backend; router.fallback adds what to try
+ * after it (for auto and tier aliases, not for a pinned model). A failure
+ * before the first byte went to the client (connect error, timeout, 408,
+ * 429, 5xx, 529, a malformed first event) is retried on the same backend
+ * (backend.retry: exponential backoff with jitter, retry-after honoured up
+ * to max_backoff), then the next candidate is tried, all within
+ * router.deadline. A client error (other 4xx) is answered at once. Once the
+ * client has a byte, an upstream failure ends the stream with an error
+ * event in the client's dialect.
+ *
+ * Streams are relayed as they arrive, never buffered whole. The client's
+ * response head is sent with the first upstream event, so a stream that
+ * dies before its first event can still be retried. When the client reads
+ * slowly its queue passes the high-water mark and the upstream transfer is
+ * paused until the queue drains.
+ *
+ * Usage is always captured: OpenAI-dialect streams ask the upstream for
+ * stream_options.include_usage and the usage-only chunk (and the
+ * "usage":null members) are dropped again when the client did not ask.
+ *
+ * Lifetime: struct proxy lives from gw_proxy_handle() to finalize(). The
+ * HTTP request may die first (client gone: on_client_abort), after which
+ * p->req is NULL and nothing is written.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+#include <jansson.h>
+
+#include "hybridgw/json_check.h"
+#include "hybridgw/log.h"
+#include "hybridgw/sse.h"
+#include "gateway/gateway.h"
+#include "provider/provider.h"
+#include "router/router.h"
+#include "translate/translate.h"
+
+#define MAX_CANDIDATES 8
+
+struct proxy {
+    struct gw_worker *w;
+    struct gw_http_req *req;        /* NULL once the client is gone */
+    struct gw_config *cfg;          /* reference held until finalize */
+    enum gw_endpoint ep;
+    enum gw_dialect ingress;        /* the client's dialect */
+    struct gw_route route;
+    const struct gw_backend_conf *cands[MAX_CANDIDATES];
+    size_t ncands, cand;            /* candidates, and the one being tried */
+    const struct gw_backend_conf *b;   /* current backend */
+    struct gw_target *t;            /* current target */
+    unsigned tries_on_b;            /* attempts on the current backend */
+    unsigned attempts;              /* attempts in all */
+    struct gw_up *up;
+    uv_timer_t *retry_timer;        /* pending backoff, closed in finalize */
+    json_t *json;                   /* the client's request */
+    char *up_body;                  /* what we send upstream */
+    size_t up_body_len;
+    struct gw_sse sse;
+    struct gw_xstream *xs;          /* stream translation, when dialects differ */
+    struct gw_buf body;             /* non-streamed response / error body */
+    struct gw_buf scratch;          /* one rewritten stream event */
+    struct gw_buf attempts_log;     /* "backend:outcome,..." for log and headers */
+    struct gw_usage usage;
+    char *beta;                     /* client's anthropic-beta (copied) */
+    char *version;                  /* client's anthropic-version (copied) */
+    char reqid[68];
+    char client_model[96];
+    char key_name[64];
+    char fallback_from[64];         /* first backend, when another one answered */
+    const char *error_kind;         /* for the log; NULL when fine */
+    char error_msg[256];
+    struct gw_error err;            /* the client's error if no attempt succeeds */
+    char retry_after[32];           /* from the upstream that produced err */
+    uint64_t t0_ns;
+    uint64_t deadline_ns;
+    uint64_t ttft_ns;               /* first event relayed */
+    uint64_t bytes_in, bytes_out;
+    uint64_t events;
+    int status;                     /* status given to the client */
+    int up_status;
+    bool stream;
+    bool client_usage;              /* OpenAI client asked for include_usage */
+    bool translate;                 /* upstream dialect differs from the client's */
+    bool pinned;                    /* the client named a model: no fallback */
+    bool streaming;                 /* client stream head sent */
+    bool client_full;               /* client queue over high water: pause upstream */
+    bool client_gone;               /* a write to the client failed */
+    bool upstream_malformed;        /* an upstream event was not JSON */
+    bool have_err;
+    bool estimated;                 /* count_tokens answered by estimate */
+};
+
+static void finalize(struct proxy *p);
+static void next_attempt(struct proxy *p);
+
+static const char *ep_route(enum gw_endpoint ep)
+{
+    switch (ep) {
+    case GW_EP_CHAT: return "chat_completions";
+    case GW_EP_MESSAGES: return "messages";
+    case GW_EP_COUNT_TOKENS: return "count_tokens";
+    default: return "unknown";
+    }
+}
+
+static const char *ep_path(enum gw_endpoint ep)
+{
+    switch (ep) {
+    case GW_EP_MESSAGES: return "/v1/messages";
+    case GW_EP_COUNT_TOKENS: return "/v1/messages/count_tokens";
+    default: return "/v1/chat/completions";
+    }
+}
+
+/* ---- responses to the client ---- */
+
+static void add_route_headers(struct proxy *p)
+{
+    struct gw_http_req *r = p->req;
+    if (p->b) {
+        gw_http_resp_header(r, "x-hybridgw-route", gw_tier_str(p->b->tier));
+        gw_http_resp_header(r, "x-hybridgw-backend", p->b->name);
+    }
+    if (p->route.reason[0])
+        gw_http_resp_header(r, "x-hybridgw-reason", p->route.reason);
+    if (p->fallback_from[0])
+        gw_http_resp_header(r, "x-hybridgw-fallback-from", p->fallback_from);
+    if (p->attempts > 1 && p->attempts_log.len)
+        gw_http_resp_header_n(r, "x-hybridgw-attempts", p->attempts_log.data,
+                              p->attempts_log.len);
+}
+
+/* Send an error in the client's dialect (before any byte of the response
+ * was sent) and finish the request. */
+static void fail(struct proxy *p, int status, const char *type, const char *code,
+                 const char *param, const char *msg)
+{
+    p->status = status;
+    if (!p->error_kind)
+        p->error_kind = code ? code : type;
+    snprintf(p->error_msg, sizeof(p->error_msg), "%s", msg);
+    gw_utf8_trim(p->error_msg);
+    if (p->req) {
+        add_route_headers(p);
+        if (p->retry_after[0] && (status == 429 || status == 503))
+            gw_http_resp_header(p->req, "retry-after", p->retry_after);
+        if (p->ingress == GW_DIALECT_ANTHROPIC) {
+            char *body = gw_xlate_anthropic_error_body(status, msg);
+            gw_http_resp_send(p->req, status, "application/json", body, strlen(body));
+            p->bytes_out += strlen(body);
+            free(body);
+        } else {
+            if (status >= 500 || status == 429)
+                /* the gateway already retried what it could; a client
+                 * retry storm helps nobody (OpenAI SDKs honour this) */
+                gw_http_resp_header(p->req, "x-should-retry", status == 503 ? "true" : "false");
+            gw_api_send_error(p->req, status, type, code, param, msg);
+            p->bytes_out += strlen(msg) + 80;
+        }
+        p->req = NULL;
+    }
+    finalize(p);
+}
+
+static void fail_with(struct proxy *p, const struct gw_error *e)
+{
+    fail(p, e->status, e->type ? e->type : "upstream_error", e->code, e->param, e->message);
+}
+
+/* Write one client event. Returns 0, or -1 when the client is gone. A full
+ * client queue only sets client_full: the rest of the upstream piece is
+ * still relayed (at most one curl buffer), then the upstream pauses. */
+static int write_client_event(struct proxy *p, const char *event, gw_str data)
+{
+    gw_str parts[5];
+    size_t n = 0;
+    if (event) {
+        parts[n++] = GW_STR("event: ");
+        parts[n++] = gw_str_c(event);
+        parts[n++] = GW_STR("\ndata: ");
+    } else {
+        parts[n++] = GW_STR("data: ");
+    }
+    parts[n++] = data;
+    parts[n++] = GW_STR("\n\n");
+    for (size_t i = 0; i < n; i++)
+        p->bytes_out += parts[i].len;
+    int rc = gw_http_resp_writev(p->req, parts, n);
+    if (rc < 0) {
+        p->client_gone = true;
+        return -1;
+    }
+    if (rc > 0)
+        p->client_full = true;
+    return 0;
+}
+
+static void start_client_stream(struct proxy *p)
+{
+    if (p->streaming || !p->req)
+        return;
+    p->streaming = true;
+    p->status = 200;
+    add_route_headers(p);
+    gw_http_resp_header(p->req, "Cache-Control", "no-cache");
+    gw_http_resp_header(p->req, "X-Accel-Buffering", "no");
+    gw_http_resp_start(p->req, 200, "text/event-stream; charset=utf-8");
+}
+
+/* The upstream failed after the client's stream began: end it with an
+ * error event of the client's dialect (the SDKs raise on it). */
+static void stream_fail(struct proxy *p, const char *code, const char *msg)
+{
+    if (!p->req)
+        return;
+    if (p->xs) {
+        gw_xstream_finish(p->xs, msg, NULL, NULL); /* state only; we write below */
+    }
+    struct gw_buf b;
+    gw_buf_init(&b, 0);
+    if (p->ingress == GW_DIALECT_ANTHROPIC) {
+        gw_buf_puts(&b, "{\"type\":\"error\",\"error\":{\"type\":\"api_error\",\"message\":");
+        gw_buf_json_str(&b, msg, strlen(msg));
+        gw_buf_puts(&b, "}}");
+        write_client_event(p, "error", (gw_str){b.data, b.len});
+    } else {
+        gw_buf_puts(&b, "{\"error\":{\"message\":");
+        gw_buf_json_str(&b, msg, strlen(msg));
+        gw_buf_printf(&b, ",\"type\":\"upstream_error\",\"param\":null,\"code\":\"%s\"}}", code);
+        write_client_event(p, NULL, (gw_str){b.data, b.len});
+    }
+    gw_buf_free(&b);
+    gw_http_resp_end(p->req);
+    p->req = NULL;
+}
+
+/* ---- validation ---- */
+
+static const char *const oai_roles[] = {"system", "developer", "user", "assistant", "tool",
+                                        "function"};
+
+/* The fields the gateway relies on; the upstream validates the rest.
+ * NULL when fine, else a message with *param set. */
+static const char *validate_openai(json_t *j, const char **param, char *buf, size_t buflen)
+{
+    *param = NULL;
+    if (!json_is_object(j))
+        return "The request body must be a JSON object.";
+    json_t *model = json_object_get(j, "model");
+    *param = "model";
+    if (!model)
+        return "Missing required parameter: 'model'.";
+    if (!json_is_string(model) || json_string_length(model) == 0)
+        return "Invalid type for 'model': expected a non-empty string.";
+    json_t *msgs = json_object_get(j, "messages");
+    *param = "messages";
+    if (!msgs)
+        return "Missing required parameter: 'messages'.";
+    if (!json_is_array(msgs))
+        return "Invalid type for 'messages': expected an array.";
+    if (json_array_size(msgs) == 0)
+        return "Invalid 'messages': empty array. Expected an array with minimum length 1.";
+    size_t i;
+    json_t *m;
+    json_array_foreach(msgs, i, m) {
+        const char *rs = json_string_value(json_object_get(m, "role"));
+        bool ok = false;
+        for (size_t k = 0; rs && k < GW_ARRAY_LEN(oai_roles); k++)
+            ok = ok || strcmp(rs, oai_roles[k]) == 0;
+        if (!json_is_object(m) || !ok) {
+            snprintf(buf, buflen,
+                     "Invalid 'messages[%zu]': expected an object with a 'role' of system, "
+                     "developer, user, assistant or tool.",
+                     i);
+            return buf;
+        }
+    }
+    json_t *stream = json_object_get(j, "stream");
+    *param = "stream";
+    if (stream && !json_is_boolean(stream) && !json_is_null(stream))
+        return "Invalid type for 'stream': expected a boolean.";
+    json_t *so = json_object_get(j, "stream_options");
+    *param = "stream_options";
+    if (so && !json_is_null(so)) {
+        if (!json_is_object(so))
+            return "Invalid type for 'stream_options': expected an object.";
+        if (!json_is_true(stream))
+            return "The 'stream_options' parameter is only allowed when 'stream' is enabled.";
+        json_t *iu = json_object_get(so, "include_usage");
+        if (iu && !json_is_boolean(iu))
+            return "Invalid type for 'stream_options.include_usage': expected a boolean.";
+    }
+    *param = NULL;
+    return NULL;
+}
+
+static const char *validate_anthropic(json_t *j, bool count_tokens, const char **param,
+                                      char *buf, size_t buflen)
+{
+    *param = NULL;
+    if (!json_is_object(j))
+        return "The request body must be a JSON object.";
+    json_t *model = json_object_get(j, "model");
+    *param = "model";
+    if (!json_is_string(model) || json_string_length(model) == 0)
+        return "model: Field required (a non-empty string)";
+    json_t *mt = json_object_get(j, "max_tokens");
+    *param = "max_tokens";
+    if (!count_tokens && !mt)
+        return "max_tokens: Field required";
+    if (mt && (!json_is_integer(mt) || json_integer_value(mt) < 0))
+        return "max_tokens: Input should be a non-negative integer";
+    json_t *msgs = json_object_get(j, "messages");
+    *param = "messages";
+    if (!json_is_array(msgs))
+        return "messages: Field required (an array)";
+    size_t i;
+    json_t *m;
+    json_array_foreach(msgs, i, m) {
+        const char *rs = json_string_value(json_object_get(m, "role"));
+        if (!json_is_object(m) || !rs || (strcmp(rs, "user") && strcmp(rs, "assistant"))) {
+            snprintf(buf, buflen,
+                     "messages.%zu.role: Input should be 'user' or 'assistant'", i);
+            return buf;
+        }
+    }
+    json_t *stream = json_object_get(j, "stream");
+    *param = "stream";
+    if (stream && !json_is_boolean(stream))
+        return "stream: Input should be a valid boolean";
+    *param = NULL;
+    return NULL;
+}
+
+/* ---- usage in relayed bytes ---- */
+
+/* Where the value of the last `"key":` in p starts (after white space), or
+ * NULL. A raw quote can't occur inside a JSON string (it is escaped there),
+ * so a match is a real key; upstreams put usage last. */
+static const char *find_key_value(const char *s, size_t n, const char *key)
+{
+    char pat[32];
+    int pl = snprintf(pat, sizeof(pat), "\"%s\"", key);
+    const char *hit = NULL;
+    for (const char *q = s; (q = memmem(q, n - (size_t)(q - s), pat, (size_t)pl)); q += pl)
+        hit = q;
+    if (!hit)
+        return NULL;
+    const char *v = hit + pl;
+    while (v < s + n && (*v == ' ' || *v == '\n' || *v == '\t' || *v == '\r'))
+        v++;
+    if (v >= s + n || *v != ':')
+        return NULL;
+    v++;
+    while (v < s + n && (*v == ' ' || *v == '\n' || *v == '\t' || *v == '\r'))
+        v++;
+    return v < s + n ? v : NULL;
+}
+
+/* Parse just the last top-level-looking "usage" object, not the whole body. */
+static void scan_usage(struct proxy *p, const char *s, size_t n)
+{
+    const char *v = find_key_value(s, n, "usage");
+    if (!v || *v != '{')
+        return;
+    json_t *u = json_loadb(v, (size_t)(s + n - v), JSON_DISABLE_EOF_CHECK, NULL);
+    if (u) {
+        p->b->provider->read_usage(u, &p->usage);
+        json_decref(u);
+    }
+}
+
+/* ---- relaying stream events ---- */
+
+static int emit_to_client(void *ud, const char *event, const char *data, size_t len)
+{
+    struct proxy *p = ud;
+    if (!p->req)
+        return -1;
+    return write_client_event(p, event, (gw_str){data, len});
+}
+
+/* OpenAI upstream -> OpenAI client: as is, but usage the client did not
+ * ask for is taken out. */
+static int relay_openai(struct proxy *p, gw_str d)
+{
+    const char *uv = find_key_value(d.p, d.len, "usage");
+    if (uv && !p->client_usage && d.len - (size_t)(uv - d.p) >= 4 && memcmp(uv, "null", 4) == 0) {
+        /* "usage":null is on every chunk once include_usage is on */
+        const char *key = uv;
+        while (key > d.p && *key != '"')
+            key--;                      /* the key's closing quote */
+        key = key > d.p ? key - 1 : key;
+        while (key > d.p && *key != '"')
+            key--;                      /* its opening quote */
+        const char *from = key, *to = uv + 4;
+        const char *q = from;
+        while (q > d.p && (q[-1] == ' ' || q[-1] == '\n'))
+            q--;
+        if (q > d.p && q[-1] == ',') {
+            from = q - 1;               /* drop the comma before it */
+        } else {
+            while (to < d.p + d.len && (*to == ' ' || *to == '\n'))
+                to++;
+            if (to < d.p + d.len && *to == ',')
+                to++;                   /* first member: drop the comma after */
+        }
+        gw_buf_reset(&p->scratch);
+        gw_buf_append(&p->scratch, d.p, (size_t)(from - d.p));
+        gw_buf_append(&p->scratch, to, (size_t)(d.p + d.len - to));
+        if (!p->scratch.err)
+            d = (gw_str){p->scratch.data, p->scratch.len};
+    } else if (uv && *uv == '{') {
+        scan_usage(p, d.p, d.len);
+        /* the usage-only chunk: choices is an empty array */
+        const char *cv = find_key_value(d.p, d.len, "choices");
+        if (!p->client_usage && cv && *cv == '[') {
+            cv++;
+            while (cv < d.p + d.len && (*cv == ' ' || *cv == '\n' || *cv == '\t' || *cv == '\r'))
+                cv++;
+            if (cv < d.p + d.len && *cv == ']')
+                return 0;
+        }
+    }
+    return write_client_event(p, NULL, d);
+}
+
+/* Anthropic upstream -> Anthropic client: as is; usage read from the two
+ * events that carry it. */
+static int relay_anthropic(struct proxy *p, gw_str event, gw_str d)
+{
+    char name[48];
+    if (!event.p || event.len == 0 || event.len >= sizeof(name)) {
+        /* an unnamed event: take the name from its JSON type */
+        json_t *j = json_loadb(d.p, d.len, 0, NULL);
+        const char *t = json_string_value(json_object_get(j, "type"));
+        snprintf(name, sizeof(name), "%s", t ? t : "message");
+        json_decref(j);
+    } else {
+        memcpy(name, event.p, event.len);
+        name[event.len] = '\0';
+    }
+    if (strcmp(name, "message_start") == 0 || strcmp(name, "message_delta") == 0) {
+        json_t *j = json_loadb(d.p, d.len, 0, NULL);
+        if (j)
+            p->b->provider->read_usage(j, &p->usage);
+        json_decref(j);
+    }
+    return write_client_event(p, name, d);
+}
+
+static int on_sse_event(const struct gw_sse_event *ev, void *ud)
+{
+    struct proxy *p = ud;
+    gw_str d = ev->data;
+    p->events++;
+    bool done = gw_str_eq_c(d, "[DONE]");
+    if (!done && !gw_json_valid(d.p, d.len)) {
+        /* relaying it would make the client's SDK fail on a parse error:
+         * end the stream (or retry, if nothing was sent) instead */
+        p->upstream_malformed = true;
+        return -1;
+    }
+    if (!p->streaming)
+        start_client_stream(p);
+    if (!p->req)
+        return -1;
+    if (!p->ttft_ns && !done)
+        p->ttft_ns = gw_now_ns();
+    if (p->xs) {
+        int rc = gw_xstream_feed(p->xs, ev->event, d, emit_to_client, p);
+        if (rc == GW_EPARSE) {
+            p->upstream_malformed = true;
+            return -1;
+        }
+        return rc ? -1 : 0;
+    }
+    if (p->ingress == GW_DIALECT_ANTHROPIC)
+        return relay_anthropic(p, ev->event, d);
+    return relay_openai(p, d);
+}
+
+/* ---- upstream callbacks ---- */
+
+static void on_up_head(struct gw_up *u, int status, void *ud)
+{
+    struct proxy *p = ud;
+    p->up_status = status;
+}
+
+static bool up_is_stream(struct proxy *p, struct gw_up *u)
+{
+    if (!p->stream || p->up_status != 200)
+        return false;
+    gw_str ct = gw_up_header(u, "content-type");
+    return !ct.p || memmem(ct.p, ct.len, "text/event-stream", 17);
+}
+
+static int on_up_data(struct gw_up *u, const char *s, size_t n, void *ud)
+{
+    struct proxy *p = ud;
+    if (!p->req)
+        return -1;
+    if (up_is_stream(p, u)) {
+        p->client_full = false;
+        int rc = gw_sse_feed(&p->sse, s, n, on_sse_event, p);
+        if (rc == GW_ETOOBIG) {
+            p->error_kind = "event_too_big";
+            return -1;
+        }
+        if (rc < 0 || p->client_gone)
+            return -1;
+        return p->client_full ? 1 : 0;
+    }
+    if (gw_buf_append(&p->body, s, n))
+        return -1;
+    return 0;
+}
+
+static void count_error(struct proxy *p, const char *kind)
+{
+    gw_series_inc(gw_metrics_getv(p->w->metrics, &gw_m_upstream_errors, p->b->name, kind), 1);
+}
+
+static void log_attempt(struct proxy *p, const char *outcome)
+{
+    if (p->attempts_log.len)
+        gw_buf_append(&p->attempts_log, ",", 1);
+    gw_buf_printf(&p->attempts_log, "%s:%s", p->b->name, outcome);
+}
+
+static void on_retry_timer(uv_timer_t *t)
+{
+    struct proxy *p = t->data;
+    next_attempt(p);
+}
+
+static void retry_timer_closed(uv_handle_t *h)
+{
+    free(h);
+}
+
+/* An attempt failed before anything reached the client. e is the error
+ * the client gets if nothing else works; retryable says whether trying
+ * again (here or elsewhere) can help. */
+static void attempt_failed(struct proxy *p, const char *kind, bool retryable,
+                           const struct gw_error *e, const char *retry_after)
+{
+    log_attempt(p, kind);
+    p->err = *e;
+    p->have_err = true;
+    snprintf(p->retry_after, sizeof(p->retry_after), "%s", retry_after ? retry_after : "");
+    p->error_kind = e->code ? e->code : kind;
+    if (!p->req) {
+        finalize(p);
+        return;
+    }
+    uint64_t now = gw_now_ns();
+    if (!retryable || now >= p->deadline_ns) {
+        fail_with(p, e);
+        return;
+    }
+    const struct gw_backend_conf *b = p->b;
+    uint64_t delay_ms = 0;
+    bool same = p->tries_on_b <= b->retry_attempts;
+    if (same) {
+        /* exponential backoff with jitter in [50%, 100%] */
+        double base = (double)b->retry_backoff_ms * pow(2.0, (double)(p->tries_on_b - 1));
+        if (base > (double)b->retry_max_backoff_ms)
+            base = (double)b->retry_max_backoff_ms;
+        uint64_t r;
+        gw_random_bytes(&r, sizeof(r));
+        delay_ms = (uint64_t)(base * (0.5 + 0.5 * (double)(r >> 11) / 9007199254740992.0));
+        if (retry_after && retry_after[0]) {
+            char *end;
+            double ra = strtod(retry_after, &end);
+            if (end != retry_after && ra >= 0) {
+                uint64_t ra_ms = (uint64_t)(ra * 1000);
+                if (ra_ms > b->retry_max_backoff_ms)
+                    same = false; /* it wants a longer rest than we wait: move on */
+                else if (ra_ms > delay_ms)
+                    delay_ms = ra_ms;
+            }
+        }
+        if (now + delay_ms * 1000000ull >= p->deadline_ns)
+            same = false;
+    }
+    if (!same) {
+        p->cand++;
+        p->tries_on_b = 0;
+        delay_ms = 0;
+        if (p->cand >= p->ncands) {
+            fail_with(p, e);
+            return;
+        }
+        if (!p->fallback_from[0])
+            snprintf(p->fallback_from, sizeof(p->fallback_from), "%s", p->cands[0]->name);
+        gw_series_inc(gw_metrics_getv(p->w->metrics, &gw_m_fallbacks, b->name,
+                                      p->cands[p->cand]->name, kind),
+                      1);
+        gw_log_info("%s: %s failed (%s); falling back to %s", p->reqid, b->name, kind,
+                    p->cands[p->cand]->name);
+    } else {
+        gw_series_inc(gw_metrics_getv(p->w->metrics, &gw_m_retries, b->name, kind), 1);
+    }
+    if (delay_ms == 0) {
+        next_attempt(p);
+        return;
+    }
+    if (!p->retry_timer) {
+        p->retry_timer = gw_malloc(sizeof(*p->retry_timer));
+        uv_timer_init(&p->w->loop, p->retry_timer);
+        p->retry_timer->data = p;
+    }
+    uv_timer_start(p->retry_timer, on_retry_timer, delay_ms, 0);
+}
+
+static bool status_retryable(int st)
+{
+    return st == 408 || st == 429 || st >= 500 || st == 0;
+}
+
+/* Deliver a whole (non-streamed) 2xx upstream response. */
+static void deliver_body(struct proxy *p)
+{
+    const char *s = p->body.data ? p->body.data : "";
+    size_t n = p->body.len;
+    p->status = 200;
+    if (!p->translate) {
+        scan_usage(p, s, n);
+        add_route_headers(p);
+        gw_http_resp_send(p->req, 200, "application/json", s, n);
+        p->bytes_out += n;
+        p->req = NULL;
+        finalize(p);
+        return;
+    }
+    json_t *j = json_loadb(s, n, 0, NULL);
+    struct gw_xlate_err xe;
+    memset(&xe, 0, sizeof(xe));
+    json_t *out = NULL;
+    if (j)
+        out = p->ingress == GW_DIALECT_OPENAI
+                  ? gw_xlate_resp_anthropic_to_openai(j, p->b->model, &p->usage, &xe)
+                  : gw_xlate_resp_openai_to_anthropic(j, p->b->model, &p->usage, &xe);
+    json_decref(j);
+    char *dump = out ? json_dumps(out, JSON_COMPACT) : NULL;
+    json_decref(out);
+    if (!dump) {
+        struct gw_error e = {.status = 502, .type = "upstream_error", .code = "upstream_invalid"};
+        snprintf(e.message, sizeof(e.message), "backend %s returned a response that could not "
+                 "be translated: %s", p->b->name, xe.message[0] ? xe.message : "not JSON");
+        gw_target_report(p->t, p->b, false);
+        count_error(p, "invalid_response");
+        attempt_failed(p, "invalid_response", true, &e, NULL);
+        return;
+    }
+    add_route_headers(p);
+    gw_http_resp_send(p->req, 200, "application/json", dump, strlen(dump));
+    p->bytes_out += strlen(dump);
+    free(dump);
+    p->req = NULL;
+    finalize(p);
+}
+
+static void upstream_error_status(struct proxy *p, struct gw_up *u, int st)
+{
+    struct gw_error e;
+    memset(&e, 0, sizeof(e));
+    p->b->provider->map_error(p->b, st, p->body.data, p->body.len, &e);
+    if (p->ingress == GW_DIALECT_ANTHROPIC && st < 500 && st != 429 && st != 401 &&
+        st != 403 && st != 404) {
+        /* a client error from the upstream: keep the upstream's status */
+        e.status = st;
+    }
+    char ra[32] = "";
+    gw_str h = gw_up_header(u, "retry-after");
+    if (h.p && h.len < sizeof(ra)) {
+        memcpy(ra, h.p, h.len);
+        ra[h.len] = '\0';
+    }
+    char kind[24];
+    snprintf(kind, sizeof(kind), "status_%d", st);
+    bool retryable = status_retryable(st);
+    if (retryable)
+        count_error(p, st == 429 ? "status_429" : "status_5xx");
+    /* a 4xx (429 included: busy, not broken) says the upstream works */
+    gw_target_report(p->t, p->b, st < 500);
+    attempt_failed(p, kind, retryable, &e, ra);
+}
+
+static void on_up_done(struct gw_up *u, const char *err, void *ud)
+{
+    struct proxy *p = ud;
+    p->up = NULL;
+    if (p->t) {
+        p->t->wk[p->w->id].inflight--;
+        p->t = p->t; /* still the current target for reports below */
+    }
+    if (!p->req) {
+        finalize(p);
+        return;
+    }
+    if (p->client_gone) {
+        /* we stopped the transfer because the client went away */
+        if (!p->streaming)
+            p->status = 499;
+        p->error_kind = "client_closed";
+        snprintf(p->error_msg, sizeof(p->error_msg), "client closed the connection");
+        finalize(p); /* resets the dead connection */
+        return;
+    }
+    if (p->upstream_malformed) {
+        count_error(p, "malformed");
+        gw_target_report(p->t, p->b, false);
+        char msg[200];
+        snprintf(msg, sizeof(msg), "backend %s sent a stream event that is not valid JSON",
+                 p->b->name);
+        if (p->streaming) {
+            p->error_kind = "upstream_malformed";
+            snprintf(p->error_msg, sizeof(p->error_msg), "%s", msg);
+            stream_fail(p, "upstream_malformed", msg);
+            finalize(p);
+            return;
+        }
+        struct gw_error e = {.status = 502, .type = "upstream_error", .code = "upstream_malformed"};
+        snprintf(e.message, sizeof(e.message), "%s", msg);
+        p->upstream_malformed = false;
+        attempt_failed(p, "malformed", true, &e, NULL);
+        return;
+    }
+    if (err) {
+        const char *kind = gw_up_err_kind(err);
+        if (err == gw_up_err_too_big && p->error_kind && strcmp(p->error_kind, "event_too_big") == 0)
+            kind = "event_too_big";
+        count_error(p, kind);
+        if (err != gw_up_err_too_big)
+            gw_target_report(p->t, p->b, false);
+        char msg[200];
+        snprintf(msg, sizeof(msg), "backend %s: %s", p->b->name, err);
+        if (p->streaming) {
+            p->error_kind = kind;
+            snprintf(p->error_msg, sizeof(p->error_msg), "%s", msg);
+            stream_fail(p, strcmp(kind, "stalled") == 0 ? "upstream_stalled" : "upstream_error",
+                        msg);
+            finalize(p);
+            return;
+        }
+        bool timeout = strcmp(kind, "timeout") == 0;
+        struct gw_error e = {.status = timeout ? 504 : 502, .type = "upstream_error",
+                             .code = timeout ? "upstream_timeout" : "upstream_error"};
+        snprintf(e.message, sizeof(e.message), "%s", msg);
+        attempt_failed(p, kind, err != gw_up_err_too_big, &e, NULL);
+        return;
+    }
+    int st = p->up_status;
+    if (up_is_stream(p, u)) {
+        gw_target_report(p->t, p->b, true);
+        log_attempt(p, "ok");
+        if (!p->streaming)
+            start_client_stream(p); /* an empty stream: still a proper one */
+        if (gw_sse_finish(&p->sse))
+            gw_log_debug("%s: upstream stream ended inside an event; dropped it", p->reqid);
+        if (p->xs && p->req)
+            gw_xstream_finish(p->xs, NULL, emit_to_client, p);
+        if (p->req) {
+            gw_http_resp_end(p->req);
+            p->req = NULL;
+        }
+        finalize(p);
+        return;
+    }
+    if (st >= 200 && st < 300) {
+        gw_target_report(p->t, p->b, true);
+        log_attempt(p, "ok");
+        deliver_body(p);
+        return;
+    }
+    upstream_error_status(p, u, st);
+}
+
+static void on_client_abort(struct gw_http_req *req, void *ud)
+{
+    struct proxy *p = ud;
+    p->req = NULL;
+    if (!p->streaming)
+        p->status = 499;
+    p->error_kind = "client_closed";
+    snprintf(p->error_msg, sizeof(p->error_msg), "client closed the connection");
+    if (p->up) {
+        /* cancelling closes the upstream connection: vLLM aborts the
+         * generation when its client goes away */
+        gw_up_cancel(p->up);
+        p->up = NULL;
+        if (p->t)
+            p->t->wk[p->w->id].inflight--;
+    }
+    finalize(p);
+}
+
+static void on_client_drain(struct gw_http_req *req, void *ud)
+{
+    struct proxy *p = ud;
+    if (p->up)
+        gw_up_resume(p->up);
+}
+
+static const struct gw_up_callbacks up_cbs = {on_up_head, on_up_data, on_up_done};
+
+/* ---- attempts ---- */
+
+/* The request body for backend b, in its dialect. */
+static char *build_body(struct proxy *p, const struct gw_backend_conf *b, struct gw_error *e)
+{
+    json_t *j;
+    bool translate = b->provider->dialect != p->ingress && p->ep != GW_EP_COUNT_TOKENS;
+    if (!translate) {
+        j = json_deep_copy(p->json);
+    } else {
+        struct gw_xlate_opts o = {b->model, (int64_t)b->default_max_tokens, p->stream};
+        struct gw_xlate_err xe;
+        memset(&xe, 0, sizeof(xe));
+        j = p->ingress == GW_DIALECT_OPENAI ? gw_xlate_req_openai_to_anthropic(p->json, &o, &xe)
+                                            : gw_xlate_req_anthropic_to_openai(p->json, &o, &xe);
+        if (!j) {
+            e->status = xe.status ? xe.status : 400;
+            e->type = xe.type ? xe.type : "invalid_request_error";
+            e->param = xe.param;
+            e->code = NULL;
+            snprintf(e->message, sizeof(e->message), "%s", xe.message);
+            return NULL;
+        }
+    }
+    if (p->ep != GW_EP_COUNT_TOKENS)
+        b->provider->prepare_request(b, j, p->stream);
+    else
+        json_object_set_new(j, "model", json_string(b->model));
+    char *s = json_dumps(j, JSON_COMPACT);
+    json_decref(j);
+    if (!s) {
+        e->status = 500;
+        e->type = "server_error";
+        snprintf(e->message, sizeof(e->message), "could not serialize the upstream request");
+    }
+    return s;
+}
+
+static void next_attempt(struct proxy *p)
+{
+    struct gw_worker *w = p->w;
+    while (p->cand < p->ncands) {
+        const struct gw_backend_conf *b = p->cands[p->cand];
+        struct gw_target *t = gw_backend_pick(b, w->id);
+        if (!t) {
+            /* nothing healthy there (or its circuit is open): next one */
+            p->b = b;
+            log_attempt(p, "unavailable");
+            struct gw_error e = {.status = 503, .type = "server_error",
+                                 .code = "no_healthy_backend"};
+            snprintf(e.message, sizeof(e.message),
+                     "backend %s has no healthy upstream (down or circuit open)", b->name);
+            if (!p->have_err) {
+                /* an upstream's own error says more; keep that one */
+                p->err = e;
+                p->have_err = true;
+            }
+            p->cand++;
+            p->tries_on_b = 0;
+            if (p->cand < p->ncands && !p->fallback_from[0])
+                snprintf(p->fallback_from, sizeof(p->fallback_from), "%s", b->name);
+            continue;
+        }
+        p->b = b;
+        p->t = t;
+        p->tries_on_b++;
+        p->attempts++;
+        p->translate = b->provider->dialect != p->ingress && p->ep != GW_EP_COUNT_TOKENS;
+        struct gw_error e;
+        memset(&e, 0, sizeof(e));
+        free(p->up_body);
+        p->up_body = build_body(p, b, &e);
+        if (!p->up_body) {
+            fail_with(p, &e); /* the request can't be expressed for it */
+            return;
+        }
+        p->up_body_len = strlen(p->up_body);
+        /* fresh per-attempt state */
+        gw_buf_reset(&p->body);
+        gw_sse_free(&p->sse);
+        gw_sse_init(&p->sse, 1 << 20);
+        if (p->xs) {
+            gw_xstream_free(p->xs);
+            p->xs = NULL;
+        }
+        if (p->translate && p->stream)
+            p->xs = gw_xstream_new(p->ingress == GW_DIALECT_OPENAI
+                                       ? GW_XSTREAM_ANTHROPIC_TO_OPENAI
+                                       : GW_XSTREAM_OPENAI_TO_ANTHROPIC,
+                                   b->model, p->client_usage);
+        p->up_status = 0;
+        gw_usage_init(&p->usage);
+
+        char url[1200];
+        const char *path = p->ep == GW_EP_COUNT_TOKENS ? "/v1/messages/count_tokens"
+                                                       : b->provider->chat_path(b);
+        snprintf(url, sizeof(url), "%s%s", t->url, path);
+        struct gw_up_hints hints = {gw_str_c(p->beta), gw_str_c(p->version)};
+        struct curl_slist *h = b->provider->add_headers(b, NULL, &hints);
+        char idh[96];
+        snprintf(idh, sizeof(idh), "x-request-id: %s", p->reqid);
+        h = curl_slist_append(h, idh);
+        uint64_t left_ms = (p->deadline_ns - gw_now_ns()) / 1000000ull;
+        struct gw_up_opts o = {
+            .url = url,
+            .method = "POST",
+            .headers = h,
+            .body = p->up_body,
+            .body_len = p->up_body_len,
+            .connect_timeout_ms = GW_MIN(b->connect_timeout_ms, GW_MAX(left_ms, 1)),
+            .first_byte_timeout_ms = GW_MIN(b->first_byte_timeout_ms, GW_MAX(left_ms, 1)),
+            .idle_timeout_ms = p->stream ? b->stream_idle_timeout_ms : 0,
+            .total_timeout_ms = b->request_timeout_ms,
+        };
+        uint64_t cap = b->max_response_bytes ? b->max_response_bytes : 32u << 20;
+        p->body.cap = cap;
+        t->wk[w->id].inflight++;
+        p->up = gw_up_start(w->upstream, &o, &up_cbs, p);
+        if (!p->up) {
+            t->wk[w->id].inflight--;
+            fail(p, 500, "server_error", NULL, NULL, "could not start the upstream request");
+        }
+        return;
+    }
+    if (p->have_err)
+        fail_with(p, &p->err);
+    else
+        fail(p, 503, "server_error", "no_healthy_backend", NULL, "no backend to try");
+}
+
+/* The route's backend first, then router.fallback for its tier (tier
+ * names resolve to that tier's first healthy backend). */
+static void build_candidates(struct proxy *p)
+{
+    const struct gw_config *cfg = p->cfg;
+    p->cands[p->ncands++] = p->route.backend;
+    if (p->pinned)
+        return;
+    enum gw_tier t = p->route.tier;
+    for (size_t i = 0; i < cfg->nfallback[t] && p->ncands < MAX_CANDIDATES; i++) {
+        const char *n = cfg->fallback[t][i];
+        const struct gw_backend_conf *b = NULL;
+        int tier = gw_tier_parse(n);
+        if (tier >= 0) {
+            /* every backend of that tier, in config order */
+            for (size_t k = 0; k < cfg->nbackends && p->ncands < MAX_CANDIDATES; k++) {
+                const struct gw_backend_conf *x = &cfg->backends[k];
+                bool dup = false;
+                for (size_t j = 0; j < p->ncands; j++)
+                    dup = dup || p->cands[j] == x;
+                if (x->tier == (enum gw_tier)tier && !dup)
+                    p->cands[p->ncands++] = x;
+            }
+            continue;
+        }
+        b = gw_config_backend(cfg, n);
+        bool dup = false;
+        for (size_t j = 0; b && j < p->ncands; j++)
+            dup = dup || p->cands[j] == b;
+        if (b && !dup)
+            p->cands[p->ncands++] = b;
+    }
+}
+
+/* ---- finalize: the one place a request ends ---- */
+
+static void alog_write(struct proxy *p, uint64_t end_ns)
+{
+    struct gw_worker *w = p->w;
+    if (w->gw->access_fd < 0)
+        return;
+    struct gw_buf *b = &w->alog;
+    char ts[64];
+    struct timespec now;
+    struct tm tm;
+    clock_gettime(CLOCK_REALTIME, &now);
+    gmtime_r(&now.tv_sec, &tm);
+    snprintf(ts, sizeof(ts), "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ", tm.tm_year + 1900,
+             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+             now.tv_nsec / 1000000);
+    gw_buf_printf(b, "{\"ts\":\"%s\",\"request_id\":", ts);
+    gw_buf_json_str(b, p->reqid, strlen(p->reqid));
+    gw_buf_printf(b, ",\"method\":\"POST\",\"path\":\"%s\",\"dialect\":\"%s\",\"model\":",
+                  ep_path(p->ep), p->ingress == GW_DIALECT_ANTHROPIC ? "anthropic" : "openai");
+    gw_buf_json_str(b, p->client_model, strlen(p->client_model));
+    gw_buf_printf(b, ",\"status\":%d,\"stream\":%s", p->status, p->stream ? "true" : "false");
+    if (p->b) {
+        gw_buf_printf(b, ",\"route\":\"%s\",\"backend\":", gw_tier_str(p->b->tier));
+        gw_buf_json_str(b, p->b->name, strlen(p->b->name));
+        gw_buf_puts(b, ",\"upstream_model\":");
+        gw_buf_json_str(b, p->b->model, strlen(p->b->model));
+        gw_buf_printf(b, ",\"provider\":\"%s\"", p->b->provider->name);
+        if (p->t) {
+            gw_buf_puts(b, ",\"upstream\":");
+            gw_buf_json_str(b, p->t->url, strlen(p->t->url));
+        }
+        if (p->translate)
+            gw_buf_puts(b, ",\"translated\":true");
+    }
+    if (p->route.stage) {
+        gw_buf_printf(b, ",\"stage\":\"%s\"", p->route.stage);
+    }
+    if (p->route.reason[0]) {
+        gw_buf_puts(b, ",\"reason\":");
+        gw_buf_json_str(b, p->route.reason, strlen(p->route.reason));
+    }
+    gw_buf_puts(b, ",\"key\":");
+    gw_buf_json_str(b, p->key_name, strlen(p->key_name));
+    if (p->up_status)
+        gw_buf_printf(b, ",\"upstream_status\":%d", p->up_status);
+    if (p->attempts) {
+        gw_buf_printf(b, ",\"attempts\":%u,\"attempt_log\":", p->attempts);
+        gw_buf_json_str(b, p->attempts_log.data ? p->attempts_log.data : "",
+                        p->attempts_log.len);
+    }
+    if (p->fallback_from[0]) {
+        gw_buf_puts(b, ",\"fallback_from\":");
+        gw_buf_json_str(b, p->fallback_from, strlen(p->fallback_from));
+    }
+    if (p->usage.reported)
+        gw_buf_printf(b, ",\"prompt_tokens\":%lld,\"completion_tokens\":%lld,"
+                      "\"cached_tokens\":%lld,\"cache_write_tokens\":%lld,\"reasoning_tokens\":%lld",
+                      (long long)p->usage.prompt_tokens, (long long)p->usage.completion_tokens,
+                      (long long)p->usage.cached_tokens, (long long)p->usage.cache_write_tokens,
+                      (long long)p->usage.reasoning_tokens);
+    if (p->estimated)
+        gw_buf_puts(b, ",\"estimated\":true");
+    gw_buf_printf(b, ",\"latency_ms\":%.3f", (double)(end_ns - p->t0_ns) / 1e6);
+    if (p->ttft_ns)
+        gw_buf_printf(b, ",\"ttft_ms\":%.3f", (double)(p->ttft_ns - p->t0_ns) / 1e6);
+    gw_buf_printf(b, ",\"bytes_in\":%llu,\"bytes_out\":%llu",
+                  (unsigned long long)p->bytes_in, (unsigned long long)p->bytes_out);
+    if (p->stream)
+        gw_buf_printf(b, ",\"events\":%llu", (unsigned long long)p->events);
+    if (p->error_kind) {
+        gw_buf_puts(b, ",\"error\":");
+        gw_buf_json_str(b, p->error_kind, strlen(p->error_kind));
+        if (p->error_msg[0]) {
+            gw_buf_puts(b, ",\"error_message\":");
+            gw_buf_json_str(b, p->error_msg, strlen(p->error_msg));
+        }
+    }
+    gw_buf_puts(b, "}\n");
+    if (b->err) {
+        gw_buf_reset(b);
+        return;
+    }
+    if (b->len > 64 * 1024)
+        gw_alog_flush(w);
+}
+
+static void finalize(struct proxy *p)
+{
+    struct gw_worker *w = p->w;
+    uint64_t end = gw_now_ns();
+    if (p->up) {
+        gw_up_cancel(p->up);
+        p->up = NULL;
+        if (p->t)
+            p->t->wk[w->id].inflight--;
+    }
+    if (p->retry_timer) {
+        uv_timer_stop(p->retry_timer);
+        uv_close((uv_handle_t *)p->retry_timer, retry_timer_closed);
+        p->retry_timer = NULL;
+    }
+    if (p->xs) {
+        gw_xstream_usage(p->xs, &p->usage);
+    }
+    char status[8];
+    snprintf(status, sizeof(status), "%d", p->status ? p->status : 500);
+    const char *tier = p->b ? gw_tier_str(p->b->tier) : "none";
+    const char *backend = p->b ? p->b->name : "none";
+    const char *route = ep_route(p->ep);
+    gw_series_inc(gw_metrics_getv(w->metrics, &gw_m_requests, route, tier, backend, status), 1);
+    gw_series_observe(gw_metrics_getv(w->metrics, &gw_m_duration, route, tier),
+                      (double)(end - p->t0_ns) / 1e9);
+    gw_series_inc(gw_metrics_getv(w->metrics, &gw_m_inflight), -1);
+    if (p->ttft_ns && p->b)
+        gw_series_observe(gw_metrics_getv(w->metrics, &gw_m_ttft, tier, backend),
+                          (double)(p->ttft_ns - p->t0_ns) / 1e9);
+    if (p->usage.reported && p->b && !p->estimated) {
+        static const char *const kinds[] = {"input", "output", "cached_input", "cache_write_input",
+                                            "reasoning"};
+        int64_t v[] = {p->usage.prompt_tokens, p->usage.completion_tokens,
+                       p->usage.cached_tokens, p->usage.cache_write_tokens,
+                       p->usage.reasoning_tokens};
+        for (size_t i = 0; i < GW_ARRAY_LEN(kinds); i++)
+            if (v[i] > 0)
+                gw_series_inc(gw_metrics_getv(w->metrics, &gw_m_tokens, tier, backend, kinds[i]),
+                              (double)v[i]);
+    }
+    alog_write(p, end);
+    if (p->req) {
+        /* not expected: every path answers first; don't leave it hanging */
+        gw_http_req_set_abort(p->req, NULL, NULL);
+        gw_http_req_reset(p->req);
+    }
+    json_decref(p->json);
+    free(p->up_body);
+    free(p->beta);
+    free(p->version);
+    gw_xstream_free(p->xs);
+    gw_sse_free(&p->sse);
+    gw_buf_free(&p->body);
+    gw_buf_free(&p->scratch);
+    gw_buf_free(&p->attempts_log);
+    gw_config_unref(p->cfg);
+    free(p);
+}
+
+/* ---- count_tokens without an Anthropic upstream ---- */
+
+static size_t text_chars(json_t *v)
+{
+    if (json_is_string(v))
+        return json_string_length(v);
+    size_t n = 0;
+    if (json_is_array(v)) {
+        size_t i;
+        json_t *x;
+        json_array_foreach(v, i, x) n += text_chars(x);
+    } else if (json_is_object(v)) {
+        const char *k;
+        json_t *x;
+        json_object_foreach(v, k, x) {
+            if (strcmp(k, "type") != 0 && strcmp(k, "role") != 0)
+                n += text_chars(x);
+        }
+    }
+    return n;
+}
+
+/* A conservative estimate: about 3.5 characters per token for English and
+ * code, plus a few tokens per message for the chat template. */
+static void count_tokens_estimate(struct proxy *p)
+{
+    json_t *msgs = json_object_get(p->json, "messages");
+    size_t chars = text_chars(msgs) + text_chars(json_object_get(p->json, "system")) +
+                   text_chars(json_object_get(p->json, "tools"));
+    size_t tokens = (size_t)ceil((double)chars / 3.5) + 4 * json_array_size(msgs) + 3;
+    char body[64];
+    snprintf(body, sizeof(body), "{\"input_tokens\":%zu}", tokens);
+    p->estimated = true;
+    p->status = 200;
+    p->usage.prompt_tokens = (int64_t)tokens;
+    p->usage.reported = true;
+    gw_http_resp_header(p->req, "x-hybridgw-token-count", "estimated");
+    add_route_headers(p);
+    gw_http_resp_send(p->req, 200, "application/json", body, strlen(body));
+    p->bytes_out += strlen(body);
+    p->req = NULL;
+    finalize(p);
+}
+
+/* ---- entry ---- */
+
+static char *header_copy(struct gw_http_req *req, const char *name)
+{
+    gw_str v = gw_http_req_header(req, name);
+    return v.p ? gw_strndup(v.p, v.len) : NULL;
+}
+
+void gw_proxy_handle(struct gw_worker *w, struct gw_http_req *req, enum gw_endpoint ep)
+{
+    struct proxy *p = gw_calloc(1, sizeof(*p));
+    p->w = w;
+    p->req = req;
+    p->ep = ep;
+    p->ingress = ep == GW_EP_CHAT ? GW_DIALECT_OPENAI : GW_DIALECT_ANTHROPIC;
+    p->cfg = gw_config_ref(w->cfg);
+    p->t0_ns = gw_http_req_start_ns(req);
+    p->deadline_ns = p->t0_ns + p->cfg->retry_deadline_ms * 1000000ull;
+    struct gw_req_meta *meta = gw_req_meta(w, req);
+    snprintf(p->key_name, sizeof(p->key_name), "%s", meta->key);
+    snprintf(p->reqid, sizeof(p->reqid), "%s", meta->id);
+    meta->self_logged = true;
+    gw_usage_init(&p->usage);
+    gw_sse_init(&p->sse, 1 << 20);
+    gw_buf_init(&p->body, 0);
+    gw_buf_init(&p->scratch, 1 << 20);
+    gw_buf_init(&p->attempts_log, 1024);
+    gw_series_inc(gw_metrics_getv(w->metrics, &gw_m_inflight), 1);
+    gw_http_req_set_abort(req, on_client_abort, p);
+    gw_http_req_set_drain(req, on_client_drain, p);
+    if (p->ingress == GW_DIALECT_ANTHROPIC) {
+        p->beta = header_copy(req, "anthropic-beta");
+        p->version = header_copy(req, "anthropic-version");
+        gw_http_resp_header(req, "request-id", p->reqid);
+    }
+
+    gw_str body = gw_http_req_body(req);
+    p->bytes_in = body.len;
+    json_error_t jerr;
+    p->json = json_loadb(body.p, body.len, 0, &jerr);
+    if (!p->json) {
+        char msg[300];
+        snprintf(msg, sizeof(msg),
+                 "We could not parse the JSON body of your request: %s (line %d, column %d).",
+                 jerr.text, jerr.line, jerr.column);
+        fail(p, 400, "invalid_request_error", "invalid_json", NULL, msg);
+        return;
+    }
+    const char *param;
+    char vbuf[200];
+    const char *bad = p->ingress == GW_DIALECT_OPENAI
+                          ? validate_openai(p->json, &param, vbuf, sizeof(vbuf))
+                          : validate_anthropic(p->json, ep == GW_EP_COUNT_TOKENS, &param, vbuf,
+                                               sizeof(vbuf));
+    if (bad) {
+        fail(p, 400, "invalid_request_error", NULL, param, bad);
+        return;
+    }
+    const char *model = json_string_value(json_object_get(p->json, "model"));
+    snprintf(p->client_model, sizeof(p->client_model), "%s", model);
+    p->stream = ep != GW_EP_COUNT_TOKENS && json_is_true(json_object_get(p->json, "stream"));
+    p->client_usage =
+        p->stream && p->ingress == GW_DIALECT_OPENAI &&
+        json_is_true(json_object_get(json_object_get(p->json, "stream_options"), "include_usage"));
+
+    struct gw_route_input in = {p->cfg, gw_str_c(model)};
+    if (gw_route_decide(&in, &p->route) < 0 && !p->route.backend) {
+        int st = p->route.err_status ? p->route.err_status : 503;
+        if (st == 503 && !p->route.backend) {
+            /* the chosen tier has nothing healthy: the fallback list may */
+            const struct gw_config *cfg = p->cfg;
+            for (size_t i = 0; i < cfg->nbackends && !p->route.backend; i++)
+                if (cfg->backends[i].tier == p->route.tier)
+                    p->route.backend = &cfg->backends[i];
+        }
+        if (!p->route.backend) {
+            fail(p, st, st == 404 ? "invalid_request_error" : "server_error",
+                 p->route.err_code, st == 404 ? "model" : NULL, p->route.err);
+            return;
+        }
+    }
+    p->pinned = p->route.stage && strcmp(p->route.stage, "explicit") == 0 &&
+                strncmp(p->route.reason, "explicit:model=", 15) == 0;
+    gw_series_inc(gw_metrics_getv(w->metrics, &gw_m_decisions, p->route.stage,
+                                  gw_tier_str(p->route.tier)),
+                  1);
+    build_candidates(p);
+    if (ep == GW_EP_COUNT_TOKENS) {
+        /* forwarded only to an Anthropic backend; otherwise estimated */
+        const struct gw_backend_conf *b = p->cands[0];
+        if (b->provider->dialect != GW_DIALECT_ANTHROPIC || !gw_backend_healthy(b)) {
+            p->b = b;
+            count_tokens_estimate(p);
+            return;
+        }
+        p->ncands = 1;
+        gw_http_resp_header(req, "x-hybridgw-token-count", "upstream");
+    }
+    next_attempt(p);
+}
