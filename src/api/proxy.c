@@ -912,6 +912,10 @@ static void next_attempt(struct proxy *p)
         char url[1200];
         const char *path = p->ep == GW_EP_COUNT_TOKENS ? "/v1/messages/count_tokens"
                                                        : b->provider->chat_path(b);
+        /* a base URL given with its /v1 (as the vendor SDKs take it) */
+        size_t ul = strlen(t->url);
+        if (ul >= 3 && strcmp(t->url + ul - 3, "/v1") == 0 && strncmp(path, "/v1/", 4) == 0)
+            path += 3;
         snprintf(url, sizeof(url), "%s%s", t->url, path);
         struct gw_up_hints hints = {gw_str_c(p->beta), gw_str_c(p->version)};
         struct curl_slist *h = b->provider->add_headers(b, NULL, &hints);
