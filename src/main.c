@@ -9,6 +9,8 @@
 #include "hybridgw/core.h"
 #include "hybridgw/log.h"
 #include "gateway/serve.h"
+#include "router/cli.h"
+#include "router/route_cli.h"
 
 static void usage(FILE *f)
 {
@@ -18,6 +20,10 @@ static void usage(FILE *f)
             "usage:\n"
             "  hybridgw serve -c FILE        run the gateway with config FILE\n"
             "  hybridgw check-config FILE    validate FILE and print a summary\n"
+            "  hybridgw route [--config FILE] [--json] < request\n"
+            "                                explain the routing decision for a request\n"
+            "  hybridgw train --data FILE.jsonl --out MODEL   train the task classifier\n"
+            "  hybridgw eval --data FILE.jsonl [--model MODEL] score classifier and router\n"
             "  hybridgw version              print the version\n"
             "\n"
             "environment:\n"
@@ -80,6 +86,12 @@ int main(int argc, char **argv)
         }
         return check_config(argv[2]);
     }
+    if (strcmp(cmd, "route") == 0)
+        return gw_cmd_route(argc - 1, argv + 1);
+    if (strcmp(cmd, "train") == 0)
+        return gw_cmd_train(argc - 1, argv + 1);
+    if (strcmp(cmd, "eval") == 0)
+        return gw_cmd_eval(argc - 1, argv + 1);
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
         printf("hybridgw %s\n", GW_VERSION);
         return 0;

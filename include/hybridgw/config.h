@@ -22,6 +22,7 @@ const char *gw_tier_str(enum gw_tier t);
 int gw_tier_parse(const char *s); /* -1 if unknown */
 
 struct gw_provider;  /* provider/provider.h */
+struct gw_classifier; /* router/classifier.h */
 struct gw_target;    /* gateway/backend.h: runtime state of one URL */
 
 struct gw_backend_conf {
@@ -50,6 +51,9 @@ struct gw_backend_conf {
     unsigned circuit_failures;       /* open the circuit after N failures in the window; 5 */
     uint64_t circuit_window_ms;      /* default 10 s */
     uint64_t circuit_cooldown_ms;    /* open -> half-open after this; default 15 s */
+    bool images;                     /* features: the model takes image input */
+    bool tools;                      /* features: the server parses tool calls */
+    double chars_per_token;          /* prompt size estimate; default 3.0 (conservative) */
     unsigned line;                   /* where it was defined */
 };
 
@@ -62,6 +66,30 @@ struct gw_model_conf {
 struct gw_key_conf {
     char *name;                      /* shown in logs instead of the key */
     unsigned char sha256[32];        /* of the key; plain keys are hashed at load */
+    bool may_force_tier;             /* may send x-hybridgw-tier; default false */
+};
+
+/* router.rules: the first matching rule decides the tier (or backend). */
+enum gw_rule_kind {
+    GW_RULE_HEADER = 0,   /* request header `header` equals `equals` */
+    GW_RULE_METADATA = 1, /* the request's metadata[`metadata`] equals `equals` */
+    GW_RULE_REGEX = 2,    /* PCRE2 `regex` matches the last user message */
+    GW_RULE_MIN_CHARS = 3,/* the conversation has at least `min_chars` characters */
+    GW_RULE_IMAGES = 4,   /* the request carries images (`has_images: true`) */
+    GW_RULE_KIND_COUNT
+};
+
+struct gw_rule {
+    char *name;
+    enum gw_rule_kind kind;
+    char *key;                       /* header name or metadata key */
+    char *equals;                    /* value to compare (header, metadata) */
+    char *regex;                     /* pattern source */
+    void *code;                      /* compiled pcre2_code (JIT when available) */
+    uint64_t min_chars;
+    enum gw_tier tier;               /* where matching requests go */
+    char *backend;                   /* or a backend by name (NULL: the tier's) */
+    unsigned line;
 };
 
 struct gw_config {
@@ -100,6 +128,19 @@ struct gw_config {
     char **fallback[GW_TIER_COUNT];
     size_t nfallback[GW_TIER_COUNT];
     uint64_t retry_deadline_ms;      /* router.deadline: retries + fallback budget; 30 s */
+    struct gw_rule *rules;
+    size_t nrules;
+    char *classifier;                /* "builtin" (default), "off", or a model file */
+    struct gw_classifier *classifier_model; /* loaded file; NULL for builtin/off */
+    double min_confidence;           /* below: ambiguous -> frontier; default 0.55 */
+    char **route_labels;             /* router.routes: label -> tier */
+    enum gw_tier *route_tiers;
+    size_t nroutes;
+    bool spill;                      /* router.spill present */
+    uint64_t spill_waiting_above;    /* vllm:num_requests_waiting above this: spill; 8 */
+    double spill_kv_above;           /* vllm:kv_cache_usage_perc above this: spill; 0.9 */
+    uint64_t spill_back_below;       /* waiting at or below this (and kv below) to come back; 4 */
+    uint64_t scrape_interval_ms;     /* how often /metrics is read; 1 s */
 
     /* logging */
     char *access_log;                /* "stdout", "stderr", "off" or a path */

@@ -18,6 +18,7 @@
 
 #include "hybridgw/log.h"
 #include "gateway/gateway.h"
+#include "provider/provider.h"
 #include "router/router.h"
 #include "translate/translate.h"
 
@@ -59,8 +60,9 @@ const struct gw_metric_family gw_m_build = {
     "hybridgw_build_info", "Build information; the value is always 1.", GW_METRIC_GAUGE,
     {"version", NULL}, NULL, 0};
 const struct gw_metric_family gw_m_decisions = {
-    "hybridgw_route_decisions_total", "Routing decisions by deciding stage and tier.",
-    GW_METRIC_COUNTER, {"stage", "tier", NULL}, NULL, 0};
+    "hybridgw_route_decisions_total",
+    "Routing decisions by deciding stage, task label (none when the classifier did not run) and tier.",
+    GW_METRIC_COUNTER, {"stage", "label", "tier", NULL}, NULL, 0};
 
 const struct gw_metric_family gw_m_retries = {
     "hybridgw_retries_total", "Upstream attempts retried on the same backend, by reason.",
@@ -93,6 +95,35 @@ void gw_gateway_render_metrics(struct gw_gateway *gw, const struct gw_config *cf
         for (size_t j = 0; b->targets && j < b->nurls; j++)
             gw_buf_printf(out, "%s{backend=\"%s\",url=\"%s\"} %d\n", f->name, b->name,
                           b->urls[j], atomic_load(&b->targets[j]->healthy) ? 1 : 0);
+    }
+    static const struct {
+        const char *name, *help;
+        int which;
+    } load[] = {
+        {"hybridgw_vllm_requests_waiting", "vllm:num_requests_waiting as last read from the backend.", 0},
+        {"hybridgw_vllm_requests_running", "vllm:num_requests_running as last read from the backend.", 1},
+        {"hybridgw_vllm_kv_cache_usage_ratio", "vllm:kv_cache_usage_perc (0-1) as last read from the backend.", 2},
+        {"hybridgw_spill_active", "1 while the router sends the backend's work to the frontier (load over the spill thresholds).", 3},
+    };
+    for (size_t k = 0; k < GW_ARRAY_LEN(load); k++) {
+        gw_buf_printf(out, "# HELP %s %s\n# TYPE %s gauge\n", load[k].name, load[k].help,
+                      load[k].name);
+        for (size_t i = 0; i < cfg->nbackends; i++) {
+            const struct gw_backend_conf *b = &cfg->backends[i];
+            if (!b->provider->scrape_load)
+                continue;
+            for (size_t j = 0; b->targets && j < b->nurls; j++) {
+                struct gw_target *t = b->targets[j];
+                if (!atomic_load(&t->load_ns))
+                    continue;
+                double v = load[k].which == 0   ? atomic_load(&t->load_waiting)
+                           : load[k].which == 1 ? atomic_load(&t->load_running)
+                           : load[k].which == 2 ? atomic_load(&t->load_kv)
+                                                : (atomic_load(&t->spilling) ? 1 : 0);
+                gw_buf_printf(out, "%s{backend=\"%s\",url=\"%s\"} %g\n", load[k].name, b->name,
+                              b->urls[j], v);
+            }
+        }
     }
     gw_buf_puts(out, "# HELP hybridgw_circuit_state Circuit breaker per upstream URL: "
                      "0 closed, 1 open, 2 half-open.\n# TYPE hybridgw_circuit_state gauge\n");
@@ -431,6 +462,9 @@ void gw_api_on_head(struct gw_http_req *req)
     }
     if (ep == EP_ADMIN)
         return;
+    if (ep == EP_MESSAGES || ep == EP_COUNT_TOKENS)
+        /* the Anthropic SDKs read the request id from this header */
+        gw_http_resp_header(req, "request-id", gw_req_meta(w, req)->id);
     if ((ep == EP_CHAT || ep == EP_MESSAGES || ep == EP_COUNT_TOKENS) &&
         !gw_str_eq_c(method, "POST")) {
         gw_http_resp_header(req, "Allow", "POST");
@@ -447,7 +481,8 @@ void gw_api_on_head(struct gw_http_req *req)
                           "Method not allowed; use GET.");
         return;
     }
-    const char *key = gw_auth_check(w->cfg, req);
+    bool may_force = false;
+    const char *key = gw_auth_check(w->cfg, req, &may_force);
     if (!key) {
         gw_str a = gw_http_req_header(req, "authorization");
         gw_str x = gw_http_req_header(req, "x-api-key");
@@ -462,6 +497,7 @@ void gw_api_on_head(struct gw_http_req *req)
     struct gw_req_meta *meta = gw_req_meta(w, req);
     snprintf(meta->key, sizeof(meta->key), "%s", key);
     meta->authed = true;
+    meta->may_force_tier = may_force;
 }
 
 void gw_api_on_request(struct gw_http_req *req)

@@ -1177,6 +1177,11 @@ static void count_tokens_estimate(struct proxy *p)
 
 /* ---- entry ---- */
 
+static gw_str route_header(void *ud, const char *name)
+{
+    return gw_http_req_header(ud, name);
+}
+
 static char *header_copy(struct gw_http_req *req, const char *name)
 {
     gw_str v = gw_http_req_header(req, name);
@@ -1208,7 +1213,6 @@ void gw_proxy_handle(struct gw_worker *w, struct gw_http_req *req, enum gw_endpo
     if (p->ingress == GW_DIALECT_ANTHROPIC) {
         p->beta = header_copy(req, "anthropic-beta");
         p->version = header_copy(req, "anthropic-version");
-        gw_http_resp_header(req, "request-id", p->reqid);
     }
 
     gw_str body = gw_http_req_body(req);
@@ -1240,7 +1244,16 @@ void gw_proxy_handle(struct gw_worker *w, struct gw_http_req *req, enum gw_endpo
         p->stream && p->ingress == GW_DIALECT_OPENAI &&
         json_is_true(json_object_get(json_object_get(p->json, "stream_options"), "include_usage"));
 
-    struct gw_route_input in = {p->cfg, gw_str_c(model)};
+    struct gw_route_input in;
+    memset(&in, 0, sizeof(in));
+    in.cfg = p->cfg;
+    in.model = gw_str_c(model);
+    in.body = p->json;
+    in.anthropic = p->ingress == GW_DIALECT_ANTHROPIC;
+    in.tier_header = gw_http_req_header(req, "x-hybridgw-tier");
+    in.may_force_tier = meta->may_force_tier;
+    in.header = route_header;
+    in.header_ud = req;
     if (gw_route_decide(&in, &p->route) < 0 && !p->route.backend) {
         int st = p->route.err_status ? p->route.err_status : 503;
         if (st == 503 && !p->route.backend) {
@@ -1256,9 +1269,14 @@ void gw_proxy_handle(struct gw_worker *w, struct gw_http_req *req, enum gw_endpo
             return;
         }
     }
-    p->pinned = p->route.stage && strcmp(p->route.stage, "explicit") == 0 &&
-                strncmp(p->route.reason, "explicit:model=", 15) == 0;
+    /* a pinned model, and what a rule decided (it may be data that must
+     * stay where the rule sends it), get retries but no fallback */
+    p->pinned = p->route.first_stage &&
+                ((strcmp(p->route.first_stage, "explicit") == 0 &&
+                  strncmp(p->route.reason, "explicit:model=", 15) == 0) ||
+                 strcmp(p->route.first_stage, "rules") == 0);
     gw_series_inc(gw_metrics_getv(w->metrics, &gw_m_decisions, p->route.stage,
+                                  p->route.label ? p->route.label : "none",
                                   gw_tier_str(p->route.tier)),
                   1);
     build_candidates(p);

@@ -39,10 +39,13 @@
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <pcre2.h>
 #include <yaml.h>
 
 #include "hybridgw/config.h"
 #include "provider/provider.h"
+#include "router/classifier.h"
 
 /* ------------------------------------------------------------------------
  * Limits of the loader itself
@@ -837,6 +840,35 @@ static int get_uint(struct ld *ld, const yaml_node_t *v, const char *path, uint6
     return GW_OK;
 }
 
+static int get_double(struct ld *ld, const yaml_node_t *v, const char *path, double *dst,
+                      double min, double max)
+{
+    char *s, *end;
+    if (get_str(ld, v, path, &s))
+        return GW_ERR;
+    errno = 0;
+    double x = strtod(s, &end);
+    bool ok = *s && !*end && !errno && x >= min && x <= max;
+    free(s);
+    if (!ok)
+        return fail(ld, v, path, "must be a number from %g to %g", min, max);
+    *dst = x;
+    return GW_OK;
+}
+
+static int get_bool(struct ld *ld, const yaml_node_t *v, const char *path, bool *dst)
+{
+    char *s;
+    if (get_str(ld, v, path, &s))
+        return GW_ERR;
+    int r = strcmp(s, "true") == 0 ? 1 : strcmp(s, "false") == 0 ? 0 : -1;
+    free(s);
+    if (r < 0)
+        return fail(ld, v, path, "must be true or false");
+    *dst = r == 1;
+    return GW_OK;
+}
+
 /* ------------------------------------------------------------------------
  * Freeing
  * ------------------------------------------------------------------------ */
@@ -869,6 +901,22 @@ static void config_free(struct gw_config *c)
 {
     if (!c)
         return;
+    for (size_t i = 0; i < c->nrules; i++) {
+        struct gw_rule *r = &c->rules[i];
+        free(r->name);
+        free(r->key);
+        free(r->equals);
+        free(r->regex);
+        free(r->backend);
+        pcre2_code_free(r->code);
+    }
+    free(c->rules);
+    free(c->classifier);
+    gw_classifier_free(c->classifier_model);
+    for (size_t i = 0; i < c->nroutes; i++)
+        free(c->route_labels[i]);
+    free(c->route_labels);
+    free(c->route_tiers);
     free(c->path);
     free(c->listen);
     free(c->admin_listen);
@@ -989,9 +1037,9 @@ static int sha256(const char *s, size_t len, unsigned char out[32])
 
 static int parse_key(struct ld *ld, yaml_node_t *item, const char *path, struct gw_config *c)
 {
-    static const char *const keys[] = {"name", "key", "sha256"};
+    static const char *const keys[] = {"name", "key", "sha256", "force_tier"};
     struct gw_key_conf *kc = &c->keys[c->nkeys];
-    const yaml_node_t *vkey = NULL, *vhash = NULL, *vname = NULL;
+    const yaml_node_t *vkey = NULL, *vhash = NULL, *vname = NULL, *vforce = NULL;
     char sub[PATH_MAX_LEN];
 
     if (check_map(ld, item, path, keys, GW_ARRAY_LEN(keys)))
@@ -1005,6 +1053,8 @@ static int parse_key(struct ld *ld, yaml_node_t *item, const char *path, struct 
             vname = v;
         else if (scalar_is(k, "key"))
             vkey = v;
+        else if (scalar_is(k, "force_tier"))
+            vforce = v;
         else
             vhash = v;
     }
@@ -1068,6 +1118,14 @@ static int parse_key(struct ld *ld, yaml_node_t *item, const char *path, struct 
             free(name);
             return fail(ld, vkey ? vkey : vhash, path, "same key as auth.keys[%zu] (%s)", i,
                         c->keys[i].name);
+        }
+    }
+    if (vforce) {
+        pathf(sub, sizeof(sub), "%s.force_tier", path);
+        if (get_bool(ld, vforce, sub, &kc->may_force_tier)) {
+            OPENSSL_cleanse(digest, sizeof(digest));
+            free(name);
+            return GW_ERR;
         }
     }
     kc->name = name;
@@ -1232,6 +1290,26 @@ static int parse_health(struct ld *ld, yaml_node_t *map, const char *path,
     return GW_OK;
 }
 
+/* features: [images, tools] */
+static int parse_features(struct ld *ld, yaml_node_t *v, const char *path,
+                          struct gw_backend_conf *b)
+{
+    if (v->type != YAML_SEQUENCE_NODE)
+        return fail(ld, v, path, "expected a list of images, tools");
+    b->images = b->tools = false;
+    for (yaml_node_item_t *it = v->data.sequence.items.start; it < v->data.sequence.items.top;
+         it++) {
+        yaml_node_t *n = node_at(ld, *it);
+        if (scalar_is(n, "images"))
+            b->images = true;
+        else if (scalar_is(n, "tools"))
+            b->tools = true;
+        else
+            return fail(ld, n, path, "unknown feature (known: images, tools)");
+    }
+    return GW_OK;
+}
+
 static int parse_retry(struct ld *ld, yaml_node_t *map, const char *path,
                        struct gw_backend_conf *b)
 {
@@ -1302,7 +1380,7 @@ static int parse_backend(struct ld *ld, yaml_node_t *kname, yaml_node_t *map,
     static const char *const keys[] = {
         "tier",           "provider",          "url",      "urls",   "model", "api_key",
         "context_window", "max_response_bytes", "timeouts", "health", "price",
-        "default_max_tokens", "retry", "circuit",
+        "default_max_tokens", "retry", "circuit", "features", "chars_per_token",
     };
     char path[PATH_MAX_LEN];
     path_key(path, "backends", kname);
@@ -1324,6 +1402,9 @@ static int parse_backend(struct ld *ld, yaml_node_t *kname, yaml_node_t *map,
     b->circuit_failures = 5;
     b->circuit_window_ms = 10000;
     b->circuit_cooldown_ms = 15000;
+    b->chars_per_token = 3.0;
+    /* vendor APIs take images and tools; self-hosted servers say so */
+    b->images = b->tools = false;
 
     if (!valid_name(scalar_ptr(kname), kname->data.scalar.length) || strlen(b->name) == 0)
         return fail(ld, kname, path,
@@ -1337,7 +1418,7 @@ static int parse_backend(struct ld *ld, yaml_node_t *kname, yaml_node_t *map,
     if (check_map(ld, map, path, keys, GW_ARRAY_LEN(keys)))
         return GW_ERR;
 
-    bool have_tier = false;
+    bool have_tier = false, features_set = false;
     const yaml_node_t *url_key = NULL;
     for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top;
          p++) {
@@ -1402,6 +1483,11 @@ static int parse_backend(struct ld *ld, yaml_node_t *kname, yaml_node_t *map,
             rc = parse_health(ld, v, sub, b);
         } else if (scalar_is(k, "default_max_tokens")) {
             rc = get_uint(ld, v, sub, &b->default_max_tokens, 1, 10000000);
+        } else if (scalar_is(k, "features")) {
+            rc = parse_features(ld, v, sub, b);
+            features_set = true;
+        } else if (scalar_is(k, "chars_per_token")) {
+            rc = get_double(ld, v, sub, &b->chars_per_token, 0.5, 20);
         } else if (scalar_is(k, "retry")) {
             rc = parse_retry(ld, v, sub, b);
         } else if (scalar_is(k, "circuit")) {
@@ -1413,6 +1499,8 @@ static int parse_backend(struct ld *ld, yaml_node_t *kname, yaml_node_t *map,
             return GW_ERR;
     }
 
+    if (!features_set && b->provider && strcmp(b->provider_name, "vllm") != 0)
+        b->images = b->tools = true; /* vendor APIs have both */
     char sub[PATH_MAX_LEN];
     const char *missing = !have_tier ? "tier" : !b->provider ? "provider" : !b->model ? "model"
                                                : b->nurls == 0 ? "url"
@@ -1527,10 +1615,184 @@ static int parse_fallback(struct ld *ld, yaml_node_t *map, const char *path, str
     return GW_OK;
 }
 
+/* routes: { code: local, reasoning: frontier, ... }: label -> tier.
+ * Labels are checked against the classifier's at request time: a label
+ * with no route goes to router.default_tier. */
+static int parse_routes(struct ld *ld, yaml_node_t *map, const char *path, struct gw_config *c)
+{
+    if (check_map(ld, map, path, NULL, 0))
+        return GW_ERR;
+    size_t n = npairs(map);
+    c->route_labels = gw_realloc(c->route_labels, (c->nroutes + n + 1) * sizeof(char *));
+    c->route_tiers = gw_realloc(c->route_tiers, (c->nroutes + n + 1) * sizeof(enum gw_tier));
+    for (size_t i = 0; i < n; i++) {
+        yaml_node_pair_t *p = &map->data.mapping.pairs.start[i];
+        yaml_node_t *k = node_at(ld, p->key), *v = node_at(ld, p->value);
+        char sub[PATH_MAX_LEN];
+        path_key(sub, path, k);
+        char *t;
+        if (get_str(ld, v, sub, &t))
+            return GW_ERR;
+        int tier = gw_tier_parse(t);
+        free(t);
+        if (tier < 0)
+            return fail(ld, v, sub, "must be local or frontier");
+        char *label = gw_strndup(scalar_ptr(k), k->data.scalar.length);
+        size_t at = c->nroutes;
+        for (size_t j = 0; j < c->nroutes; j++)
+            if (strcmp(c->route_labels[j], label) == 0)
+                at = j; /* overrides the taxonomy's default */
+        if (at == c->nroutes) {
+            c->route_labels[c->nroutes++] = label;
+        } else {
+            free(label);
+        }
+        c->route_tiers[at] = (enum gw_tier)tier;
+    }
+    return GW_OK;
+}
+
+static int parse_spill(struct ld *ld, yaml_node_t *map, const char *path, struct gw_config *c)
+{
+    static const char *const keys[] = {"waiting_above", "kv_cache_above", "back_below",
+                                       "interval"};
+    if (check_map(ld, map, path, keys, GW_ARRAY_LEN(keys)))
+        return GW_ERR;
+    c->spill = true;
+    for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top;
+         p++) {
+        yaml_node_t *k = node_at(ld, p->key), *v = node_at(ld, p->value);
+        char sub[PATH_MAX_LEN];
+        path_key(sub, path, k);
+        if (is_null(v))
+            continue;
+        int rc;
+        if (scalar_is(k, "waiting_above"))
+            rc = get_uint(ld, v, sub, &c->spill_waiting_above, 0, 1000000);
+        else if (scalar_is(k, "kv_cache_above"))
+            rc = get_double(ld, v, sub, &c->spill_kv_above, 0, 1);
+        else if (scalar_is(k, "back_below"))
+            rc = get_uint(ld, v, sub, &c->spill_back_below, 0, 1000000);
+        else
+            rc = get_duration(ld, v, sub, &c->scrape_interval_ms, false);
+        if (rc)
+            return GW_ERR;
+    }
+    if (c->spill_back_below > c->spill_waiting_above)
+        return fail(ld, map, path, "back_below is above waiting_above (no hysteresis)");
+    return GW_OK;
+}
+
+/* One rule: exactly one matcher, and where to send a match. */
+static int parse_rule(struct ld *ld, yaml_node_t *item, const char *path, struct gw_rule *r)
+{
+    static const char *const keys[] = {"name", "header", "metadata", "equals", "regex",
+                                       "min_chars", "has_images", "tier", "backend"};
+    if (check_map(ld, item, path, keys, GW_ARRAY_LEN(keys)))
+        return GW_ERR;
+    r->line = (unsigned)node_line(item);
+    int matchers = 0;
+    bool have_tier = false;
+    yaml_node_t *vequals = NULL;
+    for (yaml_node_pair_t *p = item->data.mapping.pairs.start; p < item->data.mapping.pairs.top;
+         p++) {
+        yaml_node_t *k = node_at(ld, p->key), *v = node_at(ld, p->value);
+        char sub[PATH_MAX_LEN];
+        path_key(sub, path, k);
+        if (is_null(v))
+            return fail(ld, k, sub, "must not be empty");
+        if (scalar_is(k, "name")) {
+            if (set_str(ld, v, sub, &r->name, false))
+                return GW_ERR;
+        } else if (scalar_is(k, "header") || scalar_is(k, "metadata")) {
+            r->kind = scalar_is(k, "header") ? GW_RULE_HEADER : GW_RULE_METADATA;
+            matchers++;
+            if (set_str(ld, v, sub, &r->key, false))
+                return GW_ERR;
+        } else if (scalar_is(k, "equals")) {
+            vequals = v;
+            if (set_str(ld, v, sub, &r->equals, true))
+                return GW_ERR;
+        } else if (scalar_is(k, "regex")) {
+            r->kind = GW_RULE_REGEX;
+            matchers++;
+            if (set_str(ld, v, sub, &r->regex, false))
+                return GW_ERR;
+            int code;
+            PCRE2_SIZE off;
+            r->code = pcre2_compile((PCRE2_SPTR)r->regex, PCRE2_ZERO_TERMINATED, PCRE2_UTF, &code,
+                                    &off, NULL);
+            if (!r->code) {
+                PCRE2_UCHAR msg[160];
+                pcre2_get_error_message(code, msg, sizeof(msg));
+                return fail(ld, v, sub, "bad regular expression at offset %zu: %s", (size_t)off,
+                            (const char *)msg);
+            }
+            pcre2_jit_compile(r->code, PCRE2_JIT_COMPLETE); /* optional speed-up */
+        } else if (scalar_is(k, "min_chars")) {
+            r->kind = GW_RULE_MIN_CHARS;
+            matchers++;
+            if (get_uint(ld, v, sub, &r->min_chars, 1, UINT64_C(1) << 40))
+                return GW_ERR;
+        } else if (scalar_is(k, "has_images")) {
+            bool b;
+            r->kind = GW_RULE_IMAGES;
+            matchers++;
+            if (get_bool(ld, v, sub, &b))
+                return GW_ERR;
+            if (!b)
+                return fail(ld, v, sub, "only has_images: true is supported");
+        } else if (scalar_is(k, "tier")) {
+            char *t;
+            if (get_str(ld, v, sub, &t))
+                return GW_ERR;
+            int tier = gw_tier_parse(t);
+            free(t);
+            if (tier < 0)
+                return fail(ld, v, sub, "must be local or frontier");
+            r->tier = (enum gw_tier)tier;
+            have_tier = true;
+        } else {
+            if (set_str(ld, v, sub, &r->backend, false))
+                return GW_ERR;
+        }
+    }
+    char sub[PATH_MAX_LEN];
+    if (!r->name) {
+        pathf(sub, sizeof(sub), "%s.name", path);
+        return fail(ld, item, sub, "missing (rules are named in x-hybridgw-reason)");
+    }
+    if (matchers != 1)
+        return fail(ld, item, path, "needs exactly one of header, metadata, regex, min_chars, "
+                    "has_images");
+    if ((r->kind == GW_RULE_HEADER || r->kind == GW_RULE_METADATA) != (r->equals != NULL))
+        return fail(ld, vequals ? vequals : item, path,
+                    "equals goes with header or metadata (and they need it)");
+    if (!have_tier && !r->backend)
+        return fail(ld, item, path, "needs tier (local or frontier) or backend");
+    return GW_OK;
+}
+
+static int parse_rules(struct ld *ld, yaml_node_t *v, const char *path, struct gw_config *c)
+{
+    if (v->type != YAML_SEQUENCE_NODE)
+        return fail(ld, v, path, "expected a list of rules");
+    size_t n = (size_t)(v->data.sequence.items.top - v->data.sequence.items.start);
+    if (n > 256)
+        return fail(ld, v, path, "at most 256 rules");
+    c->rules = gw_calloc(n ? n : 1, sizeof(*c->rules));
+    for (size_t i = 0; i < n; i++) {
+        char sub[PATH_MAX_LEN];
+        pathf(sub, sizeof(sub), "%s[%zu]", path, i);
+        c->nrules++;
+        if (parse_rule(ld, node_at(ld, v->data.sequence.items.start[i]), sub, &c->rules[i]))
+            return GW_ERR;
+    }
+    return GW_OK;
+}
+
 static int parse_router(struct ld *ld, yaml_node_t *map, struct gw_config *c)
 {
-    /* Only default_tier is active; the others are accepted (checked for
-     * shape only) so that configs written for the classifier keep loading. */
     static const char *const keys[] = {
         "default_tier", "classifier", "min_confidence", "routes", "rules", "spill", "fallback",
         "deadline",
@@ -1553,6 +1815,27 @@ static int parse_router(struct ld *ld, yaml_node_t *map, struct gw_config *c)
             if (t < 0)
                 return fail(ld, v, path, "must be local or frontier");
             c->default_tier = (enum gw_tier)t;
+        } else if (scalar_is(k, "classifier")) {
+            if (set_str(ld, v, path, &c->classifier, false))
+                return GW_ERR;
+            if (strcmp(c->classifier, "builtin") != 0 && strcmp(c->classifier, "off") != 0) {
+                char err[256];
+                c->classifier_model = gw_classifier_load(c->classifier, err, sizeof(err));
+                if (!c->classifier_model)
+                    return fail(ld, v, path, "%s", err);
+            }
+        } else if (scalar_is(k, "min_confidence")) {
+            if (get_double(ld, v, path, &c->min_confidence, 0, 1))
+                return GW_ERR;
+        } else if (scalar_is(k, "routes")) {
+            if (parse_routes(ld, v, path, c))
+                return GW_ERR;
+        } else if (scalar_is(k, "rules")) {
+            if (parse_rules(ld, v, path, c))
+                return GW_ERR;
+        } else if (scalar_is(k, "spill")) {
+            if (parse_spill(ld, v, path, c))
+                return GW_ERR;
         } else if (scalar_is(k, "deadline")) {
             if (get_duration(ld, v, path, &c->retry_deadline_ms, false))
                 return GW_ERR;
@@ -1646,6 +1929,19 @@ static int parse_root(struct ld *ld, yaml_node_t *root, struct gw_config *c)
 
     if (parse_backends(ld, kback, vback, c))
         return GW_ERR;
+    for (size_t i = 0; i < c->nrules; i++) {
+        struct gw_rule *r = &c->rules[i];
+        const struct gw_backend_conf *b = r->backend ? gw_config_backend(c, r->backend) : NULL;
+        if (r->backend && !b) {
+            char sn[72];
+            shown(r->backend, strlen(r->backend), sn, sizeof(sn));
+            snprintf(ld->err, ld->errlen, "%s:%u: router.rules[%zu].backend: unknown backend "
+                     "\"%s\"", ld->name, r->line, i, sn);
+            return GW_ERR;
+        }
+        if (b)
+            r->tier = b->tier;
+    }
     for (int t = 0; t < GW_TIER_COUNT; t++) {
         for (size_t i = 0; i < c->nfallback[t]; i++) {
             const char *n = c->fallback[t][i];
@@ -1687,6 +1983,24 @@ static struct gw_config *config_new(const char *name)
     c->write_high_water = 64ull << 10;
     c->default_tier = GW_TIER_LOCAL;
     c->retry_deadline_ms = 30000;
+    c->classifier = gw_strdup("builtin");
+    /* the taxonomy's default label -> tier table (data/routing/TAXONOMY.md) */
+    static const char *const local_labels[] = {"code", "summarization", "extraction",
+                                               "classification", "rewrite", "chat", "creative"};
+    static const char *const frontier_labels[] = {"reasoning", "planning", "judgment"};
+    size_t nl = GW_ARRAY_LEN(local_labels), nf = GW_ARRAY_LEN(frontier_labels);
+    c->route_labels = gw_calloc(nl + nf, sizeof(char *));
+    c->route_tiers = gw_calloc(nl + nf, sizeof(enum gw_tier));
+    for (size_t i = 0; i < nl + nf; i++) {
+        c->route_labels[i] = gw_strdup(i < nl ? local_labels[i] : frontier_labels[i - nl]);
+        c->route_tiers[i] = i < nl ? GW_TIER_LOCAL : GW_TIER_FRONTIER;
+    }
+    c->nroutes = nl + nf;
+    c->min_confidence = 0.55;
+    c->spill_waiting_above = 8;
+    c->spill_kv_above = 0.9;
+    c->spill_back_below = 4;
+    c->scrape_interval_ms = 1000;
     c->fallback[GW_TIER_LOCAL] = gw_calloc(1, sizeof(char *));
     c->fallback[GW_TIER_LOCAL][0] = gw_strdup("frontier");
     c->nfallback[GW_TIER_LOCAL] = 1;

@@ -22,8 +22,10 @@ static gw_str presented_key(struct gw_http_req *req)
     return gw_http_req_header(req, "x-api-key");
 }
 
-const char *gw_auth_check(const struct gw_config *cfg, struct gw_http_req *req)
+const char *gw_auth_check(const struct gw_config *cfg, struct gw_http_req *req,
+                          bool *may_force_tier)
 {
+    *may_force_tier = cfg->nkeys == 0; /* an open gateway trusts everyone */
     if (cfg->nkeys == 0)
         return "";
     gw_str k = presented_key(req);
@@ -34,8 +36,10 @@ const char *gw_auth_check(const struct gw_config *cfg, struct gw_http_req *req)
     const char *name = NULL;
     for (size_t i = 0; i < cfg->nkeys; i++) {
         int diff = CRYPTO_memcmp(d, cfg->keys[i].sha256, sizeof(d));
-        if (diff == 0 && !name)
+        if (diff == 0 && !name) {
             name = cfg->keys[i].name;
+            *may_force_tier = cfg->keys[i].may_force_tier;
+        }
     }
     return name;
 }

@@ -42,6 +42,15 @@ struct gw_target {
     atomic_uint window_failures;
     _Atomic uint64_t window_start_ns;
     _Atomic uint64_t opened_ns;
+    /* load read from the target's vLLM /metrics by the main thread */
+    _Atomic double load_waiting;
+    _Atomic double load_running;
+    _Atomic double load_kv;
+    _Atomic uint64_t load_ns;       /* when last read; 0 never */
+    atomic_bool spilling;           /* over the spill thresholds (with hysteresis) */
+    atomic_int spill_cause;         /* 1 queue, 2 KV cache */
+    atomic_bool scraping;           /* a /metrics read is in flight */
+    uint64_t last_scrape_ns;        /* main thread only */
     struct {
         int64_t inflight;           /* written only by worker i */
         char pad[56];
@@ -139,7 +148,8 @@ void gw_gateway_render_metrics(struct gw_gateway *gw, const struct gw_config *cf
 /* Check the request's Authorization: Bearer / x-api-key against the keys.
  * Returns the key's name, "" when auth is off, or NULL when rejected.
  * Compares SHA-256 digests in constant time against every key. */
-const char *gw_auth_check(const struct gw_config *cfg, struct gw_http_req *req);
+const char *gw_auth_check(const struct gw_config *cfg, struct gw_http_req *req,
+                          bool *may_force_tier);
 
 /* ---- request ids ---- */
 /* Use the client's x-request-id when it is sane, else make one; out must
@@ -158,6 +168,7 @@ struct gw_req_meta {
     char id[68];          /* x-request-id: the client's when sane, else made */
     char key[64];         /* the key's name ("" when auth is off) */
     bool authed;          /* the key was accepted */
+    bool may_force_tier;  /* the key may send x-hybridgw-tier */
     bool self_logged;     /* the handler writes its own access-log line */
 };
 /* The request's meta, made on first use (also for requests that never went

@@ -21,6 +21,7 @@
 #include "gateway/gateway.h"
 #include "gateway/serve.h"
 #include "provider/provider.h"
+#include "router/router.h"
 
 static struct gw_gateway G;
 static uv_signal_t sig_term, sig_int, sig_hup;
@@ -241,10 +242,105 @@ static void probe_done(struct gw_up *u, const char *err, void *ud)
 
 static const struct gw_up_callbacks probe_cbs = {NULL, NULL, probe_done};
 
+/* ---- vLLM load (main thread): read /metrics, decide spill ---- */
+
+struct scrape {
+    struct gw_target *t;
+    char *model;
+    struct gw_buf body;
+    uint64_t waiting_above, back_below;
+    double kv_above;
+};
+
+static int scrape_data(struct gw_up *u, const char *p, size_t n, void *ud)
+{
+    struct scrape *sc = ud;
+    return gw_buf_append(&sc->body, p, n) ? -1 : 0;
+}
+
+static void scrape_done(struct gw_up *u, const char *err, void *ud)
+{
+    struct scrape *sc = ud;
+    struct gw_target *t = sc->t;
+    struct gw_vllm_load l;
+    if (!err && gw_up_status(u) == 200 &&
+        gw_vllm_load_parse(sc->body.data ? sc->body.data : "", sc->body.len, sc->model, &l) == 0) {
+        atomic_store(&t->load_waiting, l.waiting);
+        atomic_store(&t->load_running, l.running);
+        atomic_store(&t->load_kv, l.kv_cache);
+        atomic_store(&t->load_ns, gw_now_ns());
+        /* hysteresis: spill above the high marks, come back only when the
+         * queue is down to back_below and the cache under its mark */
+        bool was = atomic_load(&t->spilling);
+        bool queue = l.have_waiting && l.waiting > (double)sc->waiting_above;
+        bool kv = l.have_kv && l.kv_cache > sc->kv_above;
+        bool now = was ? !(l.waiting <= (double)sc->back_below && !kv) : (queue || kv);
+        if (now != was) {
+            atomic_store(&t->spill_cause, queue || !kv ? 1 : 2);
+            atomic_store(&t->spilling, now);
+            gw_log_info("backend %s: %s %s spilling (waiting %.0f, running %.0f, kv cache %.2f)",
+                        t->backend, t->url, now ? "starts" : "stops", l.waiting, l.running,
+                        l.kv_cache);
+        } else if (now) {
+            atomic_store(&t->spill_cause, queue || !kv ? 1 : 2);
+        }
+    } else if (atomic_load(&t->spilling) &&
+               gw_now_ns() - atomic_load(&t->load_ns) > 10 * 1000000000ull) {
+        /* no fresh numbers for a while: stop acting on old ones */
+        atomic_store(&t->spilling, false);
+        gw_log_warn("backend %s: %s load unknown for 10 s; no longer spilling", t->backend,
+                    t->url);
+    }
+    atomic_store(&t->scraping, false);
+    gw_target_unref(t);
+    gw_buf_free(&sc->body);
+    free(sc->model);
+    free(sc);
+}
+
+static const struct gw_up_callbacks scrape_cbs = {NULL, scrape_data, scrape_done};
+
+static void scrape_tick(const struct gw_config *cfg, uint64_t now)
+{
+    for (size_t i = 0; i < cfg->nbackends; i++) {
+        const struct gw_backend_conf *b = &cfg->backends[i];
+        if (!b->provider->scrape_load)
+            continue;
+        for (size_t j = 0; b->targets && j < b->nurls; j++) {
+            struct gw_target *t = b->targets[j];
+            if (atomic_load(&t->scraping) ||
+                now - t->last_scrape_ns < cfg->scrape_interval_ms * 1000000ull)
+                continue;
+            t->last_scrape_ns = now;
+            struct scrape *sc = gw_calloc(1, sizeof(*sc));
+            atomic_fetch_add(&t->refs, 1);
+            sc->t = t;
+            sc->model = gw_strdup(b->model);
+            gw_buf_init(&sc->body, 4u << 20);
+            sc->waiting_above = cfg->spill_waiting_above;
+            sc->back_below = cfg->spill_back_below;
+            sc->kv_above = cfg->spill_kv_above;
+            char url[1024];
+            snprintf(url, sizeof(url), "%s/metrics", t->url);
+            struct gw_up_opts o = {.url = url, .method = "GET", .connect_timeout_ms = 1000,
+                                   .total_timeout_ms = 2000};
+            atomic_store(&t->scraping, true);
+            if (!gw_up_start(G.health_up, &o, &scrape_cbs, sc)) {
+                atomic_store(&t->scraping, false);
+                gw_target_unref(t);
+                gw_buf_free(&sc->body);
+                free(sc->model);
+                free(sc);
+            }
+        }
+    }
+}
+
 static void on_health_tick(uv_timer_t *tm)
 {
     struct gw_config *cfg = G.cfg;
     uint64_t now = gw_now_ns();
+    scrape_tick(cfg, now);
     for (size_t i = 0; i < cfg->nbackends; i++) {
         const struct gw_backend_conf *b = &cfg->backends[i];
         for (size_t j = 0; b->targets && j < b->nurls; j++) {
@@ -488,7 +584,7 @@ int gw_serve(const char *config_path)
         uv_signal_start(&sig_term, on_signal, SIGTERM);
         uv_signal_start(&sig_int, on_signal, SIGINT);
         uv_signal_start(&sig_hup, on_signal, SIGHUP);
-        uv_timer_start(&G.health_timer, on_health_tick, 0, 500);
+        uv_timer_start(&G.health_timer, on_health_tick, 0, 100);
         char host[128];
         gw_log_info("hybridgw %s: %u workers, %zu backends, config generation %llu", GW_VERSION,
                     G.nworkers, cfg->nbackends, (unsigned long long)cfg->generation);
