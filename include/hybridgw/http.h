@@ -125,7 +125,10 @@ void gw_http_resp_send(struct gw_http_req *r, int status, const char *content_ty
 void gw_http_resp_start(struct gw_http_req *r, int status, const char *content_type);
 /* Queue one chunk. Returns 0, or 1 when the queued output is above the high
  * water mark (the caller should stop producing until the drain callback), or
- * a negative code when the connection is already gone. */
+ * a negative code when the connection is already gone. After a negative
+ * return the abort callback may still run later (when the server notices
+ * the close); a handler that stops at once ends the request itself
+ * (gw_http_req_reset). */
 int gw_http_resp_write(struct gw_http_req *r, const void *data, size_t len);
 /* Same, with the chunk given in parts (written as one chunk, no copy when
  * the socket takes it at once). At most 8 parts. */

@@ -183,6 +183,11 @@ static const char *type_for_status(int status)
 
 void gw_api_on_error(struct gw_http_req *req, int status, const char *msg)
 {
+    gw_str p = gw_http_req_path(req);
+    if (p.len >= 12 && memcmp(p.p, "/v1/messages", 12) == 0) {
+        send_anthropic_error(req, status, msg);
+        return;
+    }
     gw_api_send_error(req, status, type_for_status(status), NULL, NULL, msg);
 }
 

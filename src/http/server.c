@@ -301,6 +301,7 @@ static void on_write(uv_write_t *w, int status)
             if (r->on_abort) {
                 gw_http_abort_cb cb = r->on_abort;
                 r->on_abort = NULL;
+                r->ended = true;
                 cb(r, r->abort_ud);
                 req_finish(r);
             }
@@ -697,8 +698,18 @@ static void server_error(struct conn *c, int status, const char *msg)
     struct gw_http_req *r = c->req;
     c->keep_alive = false;
     if (!r->method.p) {
-        r->method = GW_STR("-");
-        r->path = GW_STR("-");
+        /* the request line may be in (a 413 for a declared length comes
+         * right after the headers): the error handler can then answer in
+         * the dialect of the path */
+        gw_str url = gw_h1_url(c->h1);
+        if (url.len) {
+            const char *q = memchr(url.p, '?', url.len);
+            r->method = gw_h1_method(c->h1);
+            r->path = (gw_str){url.p, q ? (size_t)(q - url.p) : url.len};
+        } else {
+            r->method = GW_STR("-");
+            r->path = GW_STR("-");
+        }
     }
     if (c->srv->opts.on_error) {
         c->srv->opts.on_error(r, status, msg);
