@@ -101,6 +101,9 @@ gw_str gw_http_req_header(const struct gw_http_req *r, const char *name);
 size_t gw_http_req_header_count(const struct gw_http_req *r);
 void gw_http_req_header_at(const struct gw_http_req *r, size_t i, gw_str *name, gw_str *value);
 gw_str gw_http_req_body(const struct gw_http_req *r);   /* valid in on_request */
+/* Free the request body now (the handler has parsed it); a long stream then
+ * does not keep it. gw_http_req_body() is empty afterwards. */
+void gw_http_req_drop_body(struct gw_http_req *r);
 /* The peer address as text ("127.0.0.1"). */
 const char *gw_http_req_peer(struct gw_http_req *r);
 /* Free slot for the handler's per-request state. */

@@ -49,6 +49,9 @@ struct gw_up_opts {
     uint64_t first_byte_timeout_ms;   /* 0 = none */
     uint64_t idle_timeout_ms;         /* max gap between body pieces; 0 = none */
     uint64_t total_timeout_ms;        /* 0 = none */
+    size_t buffer_size;               /* curl's receive buffer; 0 = 16 KiB. Streams
+                                       * use a small one: it lives as long as
+                                       * the stream */
 };
 
 struct gw_upstream *gw_upstream_new(uv_loop_t *loop);

@@ -101,6 +101,7 @@ struct proxy {
 
 static void finalize(struct proxy *p);
 static void next_attempt(struct proxy *p);
+static void log_attempt(struct proxy *p, const char *outcome);
 
 static const char *ep_route(enum gw_endpoint ep)
 {
@@ -209,6 +210,16 @@ static void start_client_stream(struct proxy *p)
     if (p->streaming || !p->req)
         return;
     p->streaming = true;
+    /* this attempt answers: log it before its head goes out, and forget
+     * the failures of earlier attempts (they are in attempt_log) */
+    log_attempt(p, "ok");
+    p->error_kind = NULL;
+    p->error_msg[0] = '\0';
+    /* no retry or fallback from here on: what they needed can go, so a
+     * long stream holds only what relaying takes */
+    json_decref(p->json);
+    p->json = NULL;
+    gw_buf_free(&p->body); /* (up_body stays: curl may still hold it) */
     p->status = 200;
     add_route_headers(p);
     gw_http_resp_header(p->req, "Cache-Control", "no-cache");
@@ -765,7 +776,6 @@ static void on_up_done(struct gw_up *u, const char *err, void *ud)
     int st = p->up_status;
     if (up_is_stream(p, u)) {
         gw_target_report(p->t, p->b, true);
-        log_attempt(p, "ok");
         if (!p->streaming)
             start_client_stream(p); /* an empty stream: still a proper one */
         if (gw_sse_finish(&p->sse))
@@ -782,6 +792,8 @@ static void on_up_done(struct gw_up *u, const char *err, void *ud)
     if (st >= 200 && st < 300) {
         gw_target_report(p->t, p->b, true);
         log_attempt(p, "ok");
+        p->error_kind = NULL;
+        p->error_msg[0] = '\0';
         deliver_body(p);
         return;
     }
@@ -824,7 +836,9 @@ static char *build_body(struct proxy *p, const struct gw_backend_conf *b, struct
     json_t *j;
     bool translate = b->provider->dialect != p->ingress && p->ep != GW_EP_COUNT_TOKENS;
     if (!translate) {
-        j = json_deep_copy(p->json);
+        /* in place: what prepare_request changes (model, usage in streams)
+         * is set again for every attempt, and the translators ignore it */
+        j = json_incref(p->json);
     } else {
         struct gw_xlate_opts o = {b->model, (int64_t)b->default_max_tokens, p->stream};
         struct gw_xlate_err xe;
@@ -933,6 +947,7 @@ static void next_attempt(struct proxy *p)
             .first_byte_timeout_ms = GW_MIN(b->first_byte_timeout_ms, GW_MAX(left_ms, 1)),
             .idle_timeout_ms = p->stream ? b->stream_idle_timeout_ms : 0,
             .total_timeout_ms = b->request_timeout_ms,
+            .buffer_size = p->stream ? 2048 : 16384,
         };
         uint64_t cap = b->max_response_bytes ? b->max_response_bytes : 32u << 20;
         p->body.cap = cap;
@@ -1219,6 +1234,8 @@ void gw_proxy_handle(struct gw_worker *w, struct gw_http_req *req, enum gw_endpo
     p->bytes_in = body.len;
     json_error_t jerr;
     p->json = json_loadb(body.p, body.len, 0, &jerr);
+    if (p->json)
+        gw_http_req_drop_body(req);
     if (!p->json) {
         char msg[300];
         snprintf(msg, sizeof(msg),

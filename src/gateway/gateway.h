@@ -100,6 +100,8 @@ struct gw_worker {
     struct gw_buf alog;             /* access-log lines waiting for a write */
     uv_prepare_t flush;             /* before sleep: write the access log */
     uv_timer_t drain_timer;
+    uv_timer_t trim_timer;          /* malloc_trim after busy periods */
+    bool trim_pending;
     uint64_t rng;                   /* xorshift state for request ids */
     bool draining;
     bool thread_started;            /* to be joined */

@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
+#include <malloc.h>
 #include <curl/curl.h>
 
 #include "hybridgw/log.h"
@@ -76,6 +77,19 @@ static void on_flush(uv_prepare_t *p)
         gw_alog_flush(w);
 }
 
+/* After a burst of streams, give the freed memory back to the system once
+ * the worker is idle: glibc keeps it in the thread's arena otherwise. */
+static void on_trim(uv_timer_t *t)
+{
+    struct gw_worker *w = t->data;
+    if (w->server && gw_http_server_inflight(w->server) == 0 && w->trim_pending) {
+        malloc_trim(0);
+        w->trim_pending = false;
+    } else if (w->server && gw_http_server_inflight(w->server) > 0) {
+        w->trim_pending = true;
+    }
+}
+
 /* ---- workers ---- */
 
 static void worker_close_rest(struct gw_worker *w)
@@ -88,6 +102,7 @@ static void worker_close_rest(struct gw_worker *w)
     uv_prepare_stop(&w->flush);
     uv_close((uv_handle_t *)&w->flush, NULL);
     uv_close((uv_handle_t *)&w->drain_timer, NULL);
+    uv_close((uv_handle_t *)&w->trim_timer, NULL);
 }
 
 static void on_server_closed(void *arg)
@@ -160,6 +175,10 @@ static void worker_main(void *arg)
     uv_prepare_start(&w->flush, on_flush);
     uv_timer_init(&w->loop, &w->drain_timer);
     w->drain_timer.data = w;
+    uv_timer_init(&w->loop, &w->trim_timer);
+    w->trim_timer.data = w;
+    uv_timer_start(&w->trim_timer, on_trim, 5000, 5000);
+    uv_unref((uv_handle_t *)&w->trim_timer);
     if (rc < 0 || !w->upstream) {
         if (rc == 0)
             w->start_error = UV_ENOMEM;

@@ -371,7 +371,7 @@ static struct gw_http_req *req_new(struct conn *c)
 {
     struct gw_http_req *r = gw_calloc(1, sizeof(*r));
     r->conn = c;
-    gw_arena_init(&r->arena, 2048);
+    gw_arena_init(&r->arena, 512); /* little lives here; long streams keep it */
     gw_buf_init(&r->resp_head, 64 * 1024);
     r->start_ns = gw_now_ns();
     return r;
@@ -435,6 +435,11 @@ void gw_http_req_header_at(const struct gw_http_req *r, size_t i, gw_str *name, 
 gw_str gw_http_req_body(const struct gw_http_req *r)
 {
     return gw_h1_body(r->conn->h1);
+}
+
+void gw_http_req_drop_body(struct gw_http_req *r)
+{
+    gw_h1_discard_body(r->conn->h1);
 }
 
 const char *gw_http_req_peer(struct gw_http_req *r)

@@ -27,21 +27,19 @@ void gw_sse_free(struct gw_sse *s)
  * content, sets *eol to the length of its terminator (0 if none found). */
 static size_t line_end(const char *p, size_t n, size_t *eol)
 {
-    for (size_t i = 0; i < n; i++) {
-        if (p[i] == '\n') {
-            *eol = 1;
-            return i;
-        }
-        if (p[i] == '\r') {
-            /* a \r at the very end may be half of a \r\n: the line is
-             * complete either way, and a \n that follows in the next piece
-             * is at worst an empty line, which dispatches nothing new */
-            *eol = (i + 1 < n && p[i + 1] == '\n') ? 2 : 1;
-            return i;
-        }
+    const char *nl = memchr(p, '\n', n);
+    size_t upto = nl ? (size_t)(nl - p) : n;
+    const char *cr = memchr(p, '\r', upto); /* rare: only CR and CRLF streams */
+    if (cr) {
+        size_t i = (size_t)(cr - p);
+        /* a \r at the very end may be half of a \r\n: the line is
+         * complete either way, and a \n that follows in the next piece
+         * is at worst an empty line, which dispatches nothing new */
+        *eol = (i + 1 < n && p[i + 1] == '\n') ? 2 : 1;
+        return i;
     }
-    *eol = 0;
-    return n;
+    *eol = nl ? 1 : 0;
+    return upto;
 }
 
 /* Parse events from p[0..n). Returns bytes consumed (complete events only)

@@ -45,6 +45,7 @@ struct gw_upstream {
     struct gw_up *list;           /* transfers in progress */
     CURL *idle[64];               /* reset easy handles kept for reuse */
     size_t nidle;
+    bool no_proxy;                /* no *_proxy variable was set at start */
     struct sock_ctx **byfd;       /* poll handles by socket number, kept */
     size_t nbyfd;                 /* across transfers (see on_socket) */
 };
@@ -188,6 +189,12 @@ struct gw_upstream *gw_upstream_new(uv_loop_t *loop)
     }
     uv_timer_init(loop, &us->timer);
     us->timer.data = us;
+    static const char *const proxy_vars[] = {"http_proxy", "HTTP_PROXY", "https_proxy",
+                                             "HTTPS_PROXY", "all_proxy", "ALL_PROXY"};
+    us->no_proxy = true;
+    for (size_t i = 0; i < GW_ARRAY_LEN(proxy_vars); i++)
+        if (getenv(proxy_vars[i]))
+            us->no_proxy = false;
     curl_multi_setopt(us->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
     curl_multi_setopt(us->multi, CURLMOPT_SOCKETDATA, us);
     curl_multi_setopt(us->multi, CURLMOPT_TIMERFUNCTION, on_timer_change);
@@ -423,7 +430,9 @@ struct gw_up *gw_up_start(struct gw_upstream *us, const struct gw_up_opts *o,
     curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
     curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
     curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(e, CURLOPT_BUFFERSIZE, 16384L);
+    curl_easy_setopt(e, CURLOPT_BUFFERSIZE, (long)(o->buffer_size ? o->buffer_size : 16384));
+    if (us->no_proxy)
+        curl_easy_setopt(e, CURLOPT_PROXY, ""); /* spares curl the environment lookups */
     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)(o->connect_timeout_ms ? o->connect_timeout_ms : 2000));
     if (o->total_timeout_ms)
         curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)o->total_timeout_ms);

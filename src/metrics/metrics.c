@@ -93,14 +93,17 @@ struct gw_series *gw_metrics_get(struct gw_metrics *m, const struct gw_metric_fa
 {
     char key[512];
     size_t n = nlabels(f), off = 0;
-    key[0] = '\0';
     for (size_t i = 0; i < n; i++) {
         const char *v = values[i] ? values[i] : "";
-        int w = snprintf(key + off, sizeof(key) - off, "%s%s", i ? "\x1f" : "", v);
-        if (w < 0 || (size_t)w >= sizeof(key) - off)
-            break;
-        off += (size_t)w;
+        size_t vl = strlen(v);
+        if (off + vl + 2 > sizeof(key))
+            break; /* label values come from bounded sets; cut, never overflow */
+        if (i)
+            key[off++] = '\x1f';
+        memcpy(key + off, v, vl);
+        off += vl;
     }
+    key[off] = '\0';
     uint32_t h = hash_key(f, key);
     /* lookups need no lock: only this thread changes the table */
     struct gw_series **slot = find_slot(m->slots, m->nslots, f, key, h);

@@ -37,6 +37,12 @@ static size_t rng_below(uint64_t *s, size_t n)
     return (size_t)(rng_next(s) % (uint64_t)n);
 }
 
+static int cmp_size(const void *a, const void *b)
+{
+    size_t x = *(const size_t *)a, y = *(const size_t *)b;
+    return x < y ? -1 : x > y;
+}
+
 void gw_cls_split(size_t n, double holdout, uint64_t seed, size_t **train, size_t *ntrain,
                   size_t **test, size_t *ntest)
 {
@@ -57,6 +63,10 @@ void gw_cls_split(size_t n, double holdout, uint64_t seed, size_t **train, size_
     *train = gw_malloc((n - nt ? n - nt : 1) * sizeof(size_t));
     memcpy(*test, perm, nt * sizeof(size_t));
     memcpy(*train, perm + nt, (n - nt) * sizeof(size_t));
+    /* back in file order: with holdout 0 the training set is the files as
+     * given, exactly what the build-time tool trains on */
+    qsort(*test, nt, sizeof(size_t), cmp_size);
+    qsort(*train, n - nt, sizeof(size_t), cmp_size);
     *ntest = nt;
     *ntrain = n - nt;
     free(perm);
