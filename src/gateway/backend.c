@@ -199,6 +199,7 @@ bool gw_target_report(struct gw_target *t, const struct gw_backend_conf *b, bool
     unsigned n = atomic_fetch_add(&t->consecutive_failures, 1) + 1;
     unsigned threshold = b->fail_threshold ? b->fail_threshold : 3;
     if (n >= threshold && atomic_exchange(&t->healthy, false)) {
+        atomic_store(&t->ejected_ns, gw_now_ns());
         gw_log_warn("backend %s: %s ejected after %u consecutive failures; "
                     "health checks will bring it back",
                     t->backend, t->url, n);

@@ -34,6 +34,7 @@ struct gw_target {
     atomic_uint probe_failures;     /* active checks failed in a row */
     atomic_bool probing;            /* an active check is in flight */
     uint64_t last_probe_ns;         /* main thread only */
+    _Atomic uint64_t ejected_ns;    /* when passive health last ejected it */
     /* circuit breaker (passive, windowed): closed -> open after
      * circuit_failures failures within circuit_window; open -> half-open
      * after circuit_cooldown, when one probe request may pass; its success

@@ -371,6 +371,10 @@ static void on_health_tick(uv_timer_t *tm)
             if (!every || atomic_load(&t->probing) ||
                 now - t->last_probe_ns < every * 1000000ull)
                 continue;
+            /* a URL that requests just ejected gets a rest before the
+             * first probe, so it does not flap back at once */
+            if (!healthy && now - atomic_load(&t->ejected_ns) < every * 1000000ull)
+                continue;
             t->last_probe_ns = now;
             struct probe *p = gw_calloc(1, sizeof(*p));
             atomic_fetch_add(&t->refs, 1);
