@@ -133,6 +133,9 @@ struct gw_config {
     char *classifier;                /* "builtin" (default), "off", or a model file */
     struct gw_classifier *classifier_model; /* loaded file; NULL for builtin/off */
     double min_confidence;           /* below: ambiguous -> frontier; default 0.55 */
+    double frontier_threshold;       /* frontier when the frontier labels' probabilities
+                                      * add up to this, even if the top label is local;
+                                      * default 0.3 (0 = off) */
     char **route_labels;             /* router.routes: label -> tier */
     enum gw_tier *route_tiers;
     size_t nroutes;

@@ -14,7 +14,11 @@
  * to max_backoff), then the next candidate is tried, all within
  * router.deadline. A client error (other 4xx) is answered at once. Once the
  * client has a byte, an upstream failure ends the stream with an error
- * event in the client's dialect.
+ * event in the client's dialect. One more thing counts as part of an
+ * attempt: when a pooled keep-alive connection turns out to be closed
+ * before any response byte, libcurl itself sends the request again once on
+ * a new connection (the stale keep-alive race; there is no option to turn
+ * it off), so an attempt reaches the upstream at most twice.
  *
  * Streams are relayed as they arrive, never buffered whole. The client's
  * response head is sent with the first upstream event, so a stream that

@@ -1795,7 +1795,7 @@ static int parse_router(struct ld *ld, yaml_node_t *map, struct gw_config *c)
 {
     static const char *const keys[] = {
         "default_tier", "classifier", "min_confidence", "routes", "rules", "spill", "fallback",
-        "deadline",
+        "deadline", "frontier_threshold",
     };
     if (check_map(ld, map, "router", keys, GW_ARRAY_LEN(keys)))
         return GW_ERR;
@@ -1826,6 +1826,9 @@ static int parse_router(struct ld *ld, yaml_node_t *map, struct gw_config *c)
             }
         } else if (scalar_is(k, "min_confidence")) {
             if (get_double(ld, v, path, &c->min_confidence, 0, 1))
+                return GW_ERR;
+        } else if (scalar_is(k, "frontier_threshold")) {
+            if (get_double(ld, v, path, &c->frontier_threshold, 0, 1))
                 return GW_ERR;
         } else if (scalar_is(k, "routes")) {
             if (parse_routes(ld, v, path, c))
@@ -1997,6 +2000,7 @@ static struct gw_config *config_new(const char *name)
     }
     c->nroutes = nl + nf;
     c->min_confidence = 0.55;
+    c->frontier_threshold = 0.3;
     c->spill_waiting_above = 8;
     c->spill_kv_above = 0.9;
     c->spill_back_below = 4;

@@ -217,7 +217,7 @@ int gw_cmd_train(int argc, char **argv)
         printf("wrote %s (%zu bytes)\n", out, len);
     if (nte > 0 && !quiet) {
         struct gw_cls_scores s;
-        gw_cls_score(c, &ds, te, nte, 0, &s);
+        gw_cls_score(c, &ds, te, nte, 0, 0, &s);
         printf("held-out (random %.0f%%, %zu rows): label accuracy %.4f, macro-F1 %.4f, tier "
                "accuracy %.4f, frontier work sent local %.4f, local work sent frontier %.4f\n",
                holdout * 100, nte, s.n_label ? (double)s.n_label_correct / (double)s.n_label : 0,
@@ -245,6 +245,8 @@ static void eval_usage(FILE *f)
                "  --model MODEL         a file from `hybridgw train` (default: the built-in model)\n"
                "  --min-confidence X    also report tier metrics where a top probability below X\n"
                "                        is ambiguous -> frontier (0..1)\n"
+               "  --frontier-threshold X  the tier is frontier when the frontier labels'\n"
+               "                        probabilities add up to X or more (0..1)\n"
                "  --json                one JSON object instead of the text report\n");
 }
 
@@ -287,6 +289,7 @@ int gw_cmd_eval(int argc, char **argv)
     const char *model = NULL;
     int as_json = 0;
     double min_conf = 0;
+    double frontier_threshold = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -316,6 +319,11 @@ int gw_cmd_eval(int argc, char **argv)
         } else if (!strcmp(a, "--min-confidence")) {
             if (parse_double(v, 0, 1, &min_conf) < 0) {
                 fprintf(stderr, "hybridgw eval: bad value for --min-confidence: %s\n", v);
+                return 2;
+            }
+        } else if (!strcmp(a, "--frontier-threshold")) {
+            if (parse_double(v, 0, 1, &frontier_threshold) < 0) {
+                fprintf(stderr, "hybridgw eval: bad value for --frontier-threshold: %s\n", v);
                 return 2;
             }
         } else {
@@ -353,9 +361,9 @@ int gw_cmd_eval(int argc, char **argv)
         }
     }
     struct gw_cls_scores s, sc;
-    gw_cls_score(c, &ds, NULL, 0, 0, &s);
+    gw_cls_score(c, &ds, NULL, 0, 0, (float)frontier_threshold, &s);
     if (min_conf > 0)
-        gw_cls_score(c, &ds, NULL, 0, (float)min_conf, &sc);
+        gw_cls_score(c, &ds, NULL, 0, (float)min_conf, (float)frontier_threshold, &sc);
     double p50 = gw_cls_scores_latency(&s, 0.50), p99 = gw_cls_scores_latency(&s, 0.99);
     size_t nl = gw_classifier_nlabels(c);
     const char *mname = model ? model : "builtin";

@@ -212,8 +212,12 @@ struct gw_cls_scores {
     size_t n_calls;
 };
 /* Score rows[idx[0..n)] (idx NULL = all rows). min_conf 0 = off. */
+/* frontier_threshold > 0: the predicted tier is frontier also when the
+ * probabilities of the frontier labels add up to at least it (the router's
+ * router.frontier_threshold). */
 void gw_cls_score(const struct gw_classifier *c, const struct gw_cls_dataset *ds,
-                  const size_t *idx, size_t n, float min_conf, struct gw_cls_scores *s);
+                  const size_t *idx, size_t n, float min_conf, float frontier_threshold,
+                  struct gw_cls_scores *s);
 void gw_cls_scores_free(struct gw_cls_scores *s);
 /* Quantile q in [0,1] of the latencies (sorts them). */
 double gw_cls_scores_latency(struct gw_cls_scores *s, double q);

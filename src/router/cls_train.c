@@ -559,7 +559,8 @@ int gw_cls_train(const struct gw_cls_dataset *ds, const size_t *idx, size_t n,
 /* ---- scoring ------------------------------------------------------------ */
 
 void gw_cls_score(const struct gw_classifier *c, const struct gw_cls_dataset *ds,
-                  const size_t *idx, size_t n, float min_conf, struct gw_cls_scores *s)
+                  const size_t *idx, size_t n, float min_conf, float frontier_threshold,
+                  struct gw_cls_scores *s)
 {
     memset(s, 0, sizeof(*s));
     if (!idx)
@@ -594,6 +595,14 @@ void gw_cls_score(const struct gw_classifier *c, const struct gw_cls_dataset *ds
             s->confusion[gold][pred]++;
         }
         int ptier = gw_cls_label_is_frontier(gw_classifier_label(c, (size_t)pred));
+        if (frontier_threshold > 0 && ptier == 0) {
+            float pf = 0;
+            for (size_t k = 0; k < nl; k++)
+                if (gw_cls_label_is_frontier(gw_classifier_label(c, k)) == 1)
+                    pf += probs[k];
+            if (pf >= frontier_threshold)
+                ptier = 1;
+        }
         if (min_conf > 0 && probs[pred] < min_conf) {
             s->n_ambiguous++;
             ptier = 1;

@@ -260,6 +260,21 @@ static enum verdict stage_rules(struct ctx *x)
     return PASS;
 }
 
+/* The tier router.routes gives a label (default_tier when it has none). */
+static enum gw_tier label_tier(const struct gw_config *cfg, const char *label, bool *routed)
+{
+    enum gw_tier t = cfg->default_tier;
+    if (routed)
+        *routed = false;
+    for (size_t i = 0; i < cfg->nroutes; i++)
+        if (strcmp(cfg->route_labels[i], label) == 0) {
+            t = cfg->route_tiers[i];
+            if (routed)
+                *routed = true;
+        }
+    return t;
+}
+
 static enum verdict stage_classifier(struct ctx *x)
 {
     const struct gw_config *cfg = x->in->cfg;
@@ -288,16 +303,29 @@ static enum verdict stage_classifier(struct ctx *x)
               r->confidence, cfg->min_confidence);
         return DECIDED;
     }
-    r->tier = cfg->default_tier;
-    bool routed = false;
-    for (size_t i = 0; i < cfg->nroutes; i++)
-        if (strcmp(cfg->route_labels[i], r->label) == 0) {
-            r->tier = cfg->route_tiers[i];
-            routed = true;
-        }
+    r->tier = label_tier(cfg, r->label, NULL);
+    bool routed;
+    label_tier(cfg, r->label, &routed);
     snprintf(r->reason, sizeof(r->reason), "classifier:%s p=%.2f", r->label, r->confidence);
     trace(x, "classifier: %s p=%.3f -> %s%s", r->label, r->confidence, gw_tier_str(r->tier),
           routed ? "" : " (no route for the label: default_tier)");
+    if (r->tier == GW_TIER_LOCAL && cfg->frontier_threshold > 0) {
+        /* frontier work sent local costs quality, local work sent
+         * frontier only money: when the frontier labels together are
+         * likely enough, the request goes there */
+        double pf = 0;
+        for (size_t i = 0; i < r->nprobs; i++)
+            if (label_tier(cfg, gw_classifier_label(c, i), NULL) == GW_TIER_FRONTIER)
+                pf += r->probs[i];
+        if (pf >= cfg->frontier_threshold) {
+            r->tier = GW_TIER_FRONTIER;
+            size_t n = strlen(r->reason);
+            snprintf(r->reason + n, sizeof(r->reason) - n, " frontier=%.2f>=%.2f", pf,
+                     cfg->frontier_threshold);
+            trace(x, "classifier: frontier labels add up to %.3f >= frontier_threshold %.2f -> "
+                     "frontier", pf, cfg->frontier_threshold);
+        }
+    }
     return DECIDED;
 }
 

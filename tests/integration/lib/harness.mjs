@@ -318,6 +318,74 @@ export function gatewayYaml({
   return lines.filter((l) => l !== null).join('\n') + '\n';
 }
 
+/**
+ * YAML for a gateway in front of several backends (local-a / frontier-b
+ * style setups for retries, fallback, circuit breaking and translation).
+ * Options:
+ *   backends   [{ name, tier (local), provider (vllm), url | urls (list),
+ *                 model (sim-model), apiKey, retry, circuit, timeouts,
+ *                 health, extra (YAML lines, indented 4) }]
+ *              Per-backend defaults: retry { attempts: 0 }, circuit
+ *              { failures: 1000 }, health off with a high fail_threshold,
+ *              so one failure is one observation unless a test asks.
+ *   models     extra `models:` entries as { alias: backend }
+ *   router     { default_tier (local), fallback (YAML flow text or null
+ *              for the built-in default), deadline (duration text) }
+ *   admin, limits, workers, extra   as for gatewayYaml()
+ */
+export function gatewayYamlMulti({
+  backends,
+  admin = false,
+  models = {},
+  router = {},
+  limits = '{ max_body_bytes: 64KiB, header_timeout: 2s, body_timeout: 2s, idle_timeout: 5s, shutdown_timeout: 10s }',
+  workers = 2,
+  extra = '',
+}) {
+  if (!Array.isArray(backends) || backends.length === 0) throw new Error('gatewayYamlMulti: backends needed');
+  const lines = [
+    'listen: "127.0.0.1:0"',
+    admin ? 'admin_listen: "127.0.0.1:0"' : null,
+    `workers: ${workers}`,
+    'access_log: stdout',
+    `limits: ${limits}`,
+    'auth: { keys: [ { name: test, key: "sk-test" } ] }',
+    'backends:',
+  ];
+  for (const b of backends) {
+    const urls = b.urls || [b.url];
+    if (!b.name || !urls[0]) throw new Error('gatewayYamlMulti: a backend needs name and url(s)');
+    lines.push(
+      `  ${b.name}:`,
+      `    tier: ${b.tier || 'local'}`,
+      `    provider: ${b.provider || 'vllm'}`,
+      urls.length === 1 && !b.urls ? `    url: "${urls[0]}"` : `    urls: [${urls.map((u) => `"${u}"`).join(', ')}]`,
+      `    model: ${b.model || 'sim-model'}`,
+      b.apiKey ? `    api_key: "${b.apiKey}"` : null,
+      `    timeouts: ${b.timeouts || '{ connect: 1s, first_byte: 2s, stream_idle: 1s, request: 30s }'}`,
+      `    health: ${b.health || '{ path: /health, interval: 0s, fail_threshold: 1000 }'}`,
+      `    retry: ${b.retry || '{ attempts: 0 }'}`,
+      `    circuit: ${b.circuit || '{ failures: 1000 }'}`,
+      b.extra || null,
+    );
+  }
+  const m = Object.entries(models);
+  if (m.length) {
+    lines.push('models:', ...m.map(([k, v]) => `  ${k}: { backend: ${v} }`));
+  }
+  const r = [`default_tier: ${router.default_tier || 'local'}`];
+  if (router.fallback) r.push(`fallback: ${router.fallback}`);
+  if (router.deadline) r.push(`deadline: ${router.deadline}`);
+  lines.push(`router: { ${r.join(', ')} }`, extra);
+  return lines.filter((l) => l !== null).join('\n') + '\n';
+}
+
+/** The value of the first sample line of text matching re, or undefined. */
+export function metricSample(text, re) {
+  const line = text.split('\n').find((l) => !l.startsWith('#') && re.test(l));
+  return line === undefined ? undefined : Number(line.trim().split(/\s+/).at(-1));
+}
+
 export class Gateway {
   /**
    * Start `hybridgw serve -c <dir>/gateway.yaml` with yaml (a string);
@@ -378,6 +446,13 @@ export class Gateway {
     });
   }
 
+  /** The /metrics text (from the admin listener when there is one). */
+  async metrics() {
+    const r = await fetch(`${this.adminUrl}/metrics`, { signal: AbortSignal.timeout(T(5000)) });
+    if (r.status !== 200) throw new Error(`metrics: ${r.status}`);
+    return r.text();
+  }
+
   writeConfig(yaml) {
     fs.writeFileSync(this.configPath, yaml);
   }
@@ -414,6 +489,28 @@ export function postChat(gw, body, { headers = {}, timeout } = {}) {
   });
 }
 
+/** POST an Anthropic Messages body (object or string) with the test key. */
+export function postMessages(gw, body, { headers = {}, timeout, path: p = '/v1/messages' } = {}) {
+  return http(`${gw.url}${p}`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', 'x-api-key': 'sk-test', 'anthropic-version': '2023-06-01', ...headers },
+    body: typeof body === 'string' ? body : JSON.stringify(body),
+    timeout,
+  });
+}
+
+/** A loopback port nothing listens on (bound to port 0, then closed). */
+export async function closedPort() {
+  const srv = net.createServer();
+  await withTimeout(new Promise((resolve, reject) => {
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', resolve);
+  }), T(2000), 'listen');
+  const { port } = srv.address();
+  await new Promise((resolve) => srv.close(resolve));
+  return port;
+}
+
 /** A one-message chat request body. */
 export function chatBody(content, extra = {}) {
   return { model: 'auto', messages: [{ role: 'user', content }], ...extra };
@@ -428,6 +525,24 @@ export function sseData(text) {
       .filter((l) => l.startsWith('data:'))
       .map((l) => l.slice(5).replace(/^ /, ''));
     if (data.length) out.push(data.join('\n'));
+  }
+  return out;
+}
+
+/**
+ * The events of an SSE body, in order: [{ event (name or null), data }]
+ * (comment-only blocks are skipped).
+ */
+export function sseEvents(text) {
+  const out = [];
+  for (const block of text.split(/\r?\n\r?\n/)) {
+    let event = null;
+    const data = [];
+    for (const l of block.split(/\r?\n/)) {
+      if (l.startsWith('event:')) event = l.slice(6).replace(/^ /, '');
+      else if (l.startsWith('data:')) data.push(l.slice(5).replace(/^ /, ''));
+    }
+    if (event !== null || data.length) out.push({ event, data: data.join('\n') });
   }
   return out;
 }
