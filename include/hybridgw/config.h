@@ -145,6 +145,19 @@ struct gw_config {
     uint64_t spill_back_below;       /* waiting at or below this (and kv below) to come back; 4 */
     uint64_t scrape_interval_ms;     /* how often /metrics is read; 1 s */
 
+    /* telemetry.otlp: traces to an OTLP/HTTP JSON endpoint (NULL: off) */
+    char *otlp_endpoint;             /* full URL, e.g. http://collector:4318/v1/traces */
+    char **otlp_header_names;        /* extra headers (e.g. Langfuse's Basic auth); */
+    char **otlp_header_values;       /* values may be secrets: never logged */
+    size_t notlp_headers;
+    double otlp_sample;              /* fraction of requests traced; default 1.0 */
+    uint64_t otlp_queue;             /* spans held for export at most; 4096 */
+    uint64_t otlp_batch;             /* spans per POST at most; 256 */
+    uint64_t otlp_interval_ms;       /* export at least this often; 1 s */
+    uint64_t otlp_timeout_ms;        /* one POST; 5 s */
+    char *service_name;              /* resource service.name; "hybridgw" */
+    char *environment;               /* deployment.environment.name; NULL none */
+
     /* logging */
     char *access_log;                /* "stdout", "stderr", "off" or a path */
     char *log_level;                 /* "info" default */

@@ -27,6 +27,7 @@
  *
  * Mapping keys are taken literally: interpolation applies to values only.
  */
+#include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdarg.h>
@@ -911,6 +912,15 @@ static void config_free(struct gw_config *c)
         pcre2_code_free(r->code);
     }
     free(c->rules);
+    free(c->otlp_endpoint);
+    for (size_t i = 0; i < c->notlp_headers; i++) {
+        free(c->otlp_header_names[i]);
+        free_secret(c->otlp_header_values[i]);
+    }
+    free(c->otlp_header_names);
+    free(c->otlp_header_values);
+    free(c->service_name);
+    free(c->environment);
     free(c->classifier);
     gw_classifier_free(c->classifier_model);
     for (size_t i = 0; i < c->nroutes; i++)
@@ -1791,6 +1801,106 @@ static int parse_rules(struct ld *ld, yaml_node_t *v, const char *path, struct g
     return GW_OK;
 }
 
+static int parse_otlp(struct ld *ld, yaml_node_t *map, const char *path, struct gw_config *c)
+{
+    static const char *const keys[] = {"endpoint", "headers", "sample", "queue", "batch",
+                                       "interval", "timeout"};
+    if (check_map(ld, map, path, keys, GW_ARRAY_LEN(keys)))
+        return GW_ERR;
+    for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top;
+         p++) {
+        yaml_node_t *k = node_at(ld, p->key), *v = node_at(ld, p->value);
+        char sub[PATH_MAX_LEN];
+        path_key(sub, path, k);
+        if (is_null(v))
+            continue;
+        int rc = GW_OK;
+        if (scalar_is(k, "endpoint")) {
+            char *u;
+            if (get_str(ld, v, sub, &u))
+                return GW_ERR;
+            if (!*u) { /* "${OTLP_ENDPOINT:-}" unset: tracing off */
+                free(u);
+                continue;
+            }
+            const char *prob = url_problem(u);
+            if (prob) {
+                free(u);
+                return fail(ld, v, sub, "%s", prob);
+            }
+            free(c->otlp_endpoint);
+            c->otlp_endpoint = u;
+        } else if (scalar_is(k, "headers")) {
+            if (check_map(ld, v, sub, NULL, 0))
+                return GW_ERR;
+            size_t n = npairs(v);
+            c->otlp_header_names = gw_calloc(n ? n : 1, sizeof(char *));
+            c->otlp_header_values = gw_calloc(n ? n : 1, sizeof(char *));
+            for (size_t i = 0; i < n; i++) {
+                yaml_node_pair_t *hp = &v->data.mapping.pairs.start[i];
+                yaml_node_t *hk = node_at(ld, hp->key), *hv = node_at(ld, hp->value);
+                char hpath[PATH_MAX_LEN];
+                path_key(hpath, sub, hk);
+                char *name = gw_strndup(scalar_ptr(hk), hk->data.scalar.length), *val;
+                for (const char *q = name; *q; q++)
+                    if (!(isalnum((unsigned char)*q) || *q == '-' || *q == '_')) {
+                        free(name);
+                        return fail(ld, hk, hpath, "not a valid header name");
+                    }
+                if (get_scalar(ld, hv, hpath, &val, true)) {
+                    free(name);
+                    return GW_ERR;
+                }
+                if (strpbrk(val, "\r\n")) {
+                    free(name);
+                    free_secret(val);
+                    return fail(ld, hv, hpath, "must not contain a line break");
+                }
+                c->otlp_header_names[c->notlp_headers] = name;
+                c->otlp_header_values[c->notlp_headers++] = val;
+            }
+        } else if (scalar_is(k, "sample")) {
+            rc = get_double(ld, v, sub, &c->otlp_sample, 0, 1);
+        } else if (scalar_is(k, "queue")) {
+            rc = get_uint(ld, v, sub, &c->otlp_queue, 1, 1000000);
+        } else if (scalar_is(k, "batch")) {
+            rc = get_uint(ld, v, sub, &c->otlp_batch, 1, 100000);
+        } else if (scalar_is(k, "interval")) {
+            rc = get_duration(ld, v, sub, &c->otlp_interval_ms, false);
+        } else {
+            rc = get_duration(ld, v, sub, &c->otlp_timeout_ms, false);
+        }
+        if (rc)
+            return GW_ERR;
+    }
+    return GW_OK;
+}
+
+static int parse_telemetry(struct ld *ld, yaml_node_t *map, struct gw_config *c)
+{
+    static const char *const keys[] = {"otlp", "service_name", "environment"};
+    if (check_map(ld, map, "telemetry", keys, GW_ARRAY_LEN(keys)))
+        return GW_ERR;
+    for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top;
+         p++) {
+        yaml_node_t *k = node_at(ld, p->key), *v = node_at(ld, p->value);
+        char sub[PATH_MAX_LEN];
+        path_key(sub, "telemetry", k);
+        if (is_null(v))
+            continue;
+        int rc;
+        if (scalar_is(k, "otlp"))
+            rc = parse_otlp(ld, v, sub, c);
+        else if (scalar_is(k, "service_name"))
+            rc = set_str(ld, v, sub, &c->service_name, false);
+        else
+            rc = set_str(ld, v, sub, &c->environment, true);
+        if (rc)
+            return GW_ERR;
+    }
+    return GW_OK;
+}
+
 static int parse_router(struct ld *ld, yaml_node_t *map, struct gw_config *c)
 {
     static const char *const keys[] = {
@@ -1923,7 +2033,9 @@ static int parse_root(struct ld *ld, yaml_node_t *root, struct gw_config *c)
             vmodels = v; /* needs the backends first */
         } else if (scalar_is(k, "router")) {
             rc = parse_router(ld, v, c);
-        } else { /* telemetry, ledger: not active yet */
+        } else if (scalar_is(k, "telemetry")) {
+            rc = parse_telemetry(ld, v, c);
+        } else { /* ledger: not active yet */
             rc = ignored_map(ld, v, path);
         }
         if (rc)
@@ -2000,6 +2112,12 @@ static struct gw_config *config_new(const char *name)
     }
     c->nroutes = nl + nf;
     c->min_confidence = 0.55;
+    c->otlp_sample = 1.0;
+    c->otlp_queue = 4096;
+    c->otlp_batch = 256;
+    c->otlp_interval_ms = 1000;
+    c->otlp_timeout_ms = 5000;
+    c->service_name = gw_strdup("hybridgw");
     c->frontier_threshold = 0.3;
     c->spill_waiting_above = 8;
     c->spill_kv_above = 0.9;
