@@ -54,6 +54,13 @@ struct gw_backend_conf {
     bool images;                     /* features: the model takes image input */
     bool tools;                      /* features: the server parses tool calls */
     double chars_per_token;          /* prompt size estimate; default 3.0 (conservative) */
+    /* price: per_mtok (USD per million tokens, < 0 when not given) or the
+     * GPU-hour model for self-hosted backends (see cost.h) */
+    double price_input, price_output, price_cache_read, price_cache_write;
+    double gpu_hourly_usd;           /* 0: none */
+    unsigned replicas;               /* GPUs (pods) behind the backend; default: nurls */
+    double output_weight;            /* an output token = N input tokens of GPU time; 4 */
+    uint64_t min_tokens_per_hour;    /* floor of the hourly share; 1,000,000 */
     unsigned line;                   /* where it was defined */
 };
 
@@ -161,6 +168,11 @@ struct gw_config {
     /* logging */
     char *access_log;                /* "stdout", "stderr", "off" or a path */
     char *log_level;                 /* "info" default */
+
+    /* cost.reference: the backend whose prices give the counterfactual
+     * ("had it gone to the frontier"); default the first frontier backend
+     * with a per-token price */
+    char *cost_reference;
 
     /* Set by the gateway after load; gw_config_unref calls it (when not
      * NULL) before freeing, to drop the runtime state attached to backends

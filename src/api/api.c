@@ -71,7 +71,24 @@ const struct gw_metric_family gw_m_fallbacks = {
     "hybridgw_fallbacks_total", "Requests moved to the next backend of the fallback chain.",
     GW_METRIC_COUNTER, {"from", "to", "reason", NULL}, NULL, 0};
 
+static const double itl_buckets[] = {0.001, 0.0025, 0.005, 0.01, 0.015, 0.02, 0.03, 0.04,
+                                     0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1, 2.5};
+const struct gw_metric_family gw_m_itl = {
+    "hybridgw_inter_token_seconds",
+    "Gap between consecutive stream events relayed to the client.",
+    GW_METRIC_HISTOGRAM, {"tier", "backend", NULL}, itl_buckets, GW_ARRAY_LEN(itl_buckets)};
+const struct gw_metric_family gw_m_cost = {
+    "hybridgw_cost_usd_total",
+    "What requests cost in USD: vendor list prices, or the GPU hour shared by the tokens served.",
+    GW_METRIC_COUNTER, {"tier", "backend", NULL}, NULL, 0};
+const struct gw_metric_family gw_m_counterfactual = {
+    "hybridgw_counterfactual_cost_usd_total",
+    "What the same requests would have cost on the reference frontier model "
+    "(saved = counterfactual - cost).",
+    GW_METRIC_COUNTER, {"tier", "backend", NULL}, NULL, 0};
+
 static const struct gw_metric_family *const families[] = {
+    &gw_m_itl, &gw_m_cost, &gw_m_counterfactual,
     &gw_m_build, &gw_m_requests, &gw_m_duration, &gw_m_ttft, &gw_m_inflight,
     &gw_m_upstream_errors, &gw_m_retries, &gw_m_fallbacks, &gw_m_tokens, &gw_m_decisions,
     &gw_m_reloads,

@@ -40,6 +40,7 @@
 #include <time.h>
 #include <jansson.h>
 
+#include "hybridgw/cost.h"
 #include "hybridgw/json_check.h"
 #include "hybridgw/log.h"
 #include "hybridgw/sse.h"
@@ -101,11 +102,18 @@ struct proxy {
     bool upstream_malformed;        /* an upstream event was not JSON */
     bool have_err;
     bool estimated;                 /* count_tokens answered by estimate */
+    bool cost_done;                 /* cost computed (before a non-streamed answer) */
+    struct gw_cost_record cost;
+    size_t prompt_chars;            /* for usage estimates */
+    uint64_t last_event_ns;         /* for the inter-token gap */
+    struct gw_series *itl;          /* looked up once per stream */
 };
 
 static void finalize(struct proxy *p);
 static void next_attempt(struct proxy *p);
 static void log_attempt(struct proxy *p, const char *outcome);
+static void add_cost_header(struct proxy *p);
+static size_t text_chars(json_t *v);
 
 static const char *ep_route(enum gw_endpoint ep)
 {
@@ -489,8 +497,18 @@ static int on_sse_event(const struct gw_sse_event *ev, void *ud)
         start_client_stream(p);
     if (!p->req)
         return -1;
-    if (!p->ttft_ns && !done)
-        p->ttft_ns = gw_now_ns();
+    if (!done) {
+        uint64_t now = gw_now_ns();
+        if (!p->ttft_ns) {
+            p->ttft_ns = now;
+        } else {
+            if (!p->itl)
+                p->itl = gw_metrics_getv(p->w->metrics, &gw_m_itl, gw_tier_str(p->b->tier),
+                                         p->b->name);
+            gw_series_observe(p->itl, (double)(now - p->last_event_ns) / 1e9);
+        }
+        p->last_event_ns = now;
+    }
     if (p->xs) {
         int rc = gw_xstream_feed(p->xs, ev->event, d, emit_to_client, p);
         if (rc == GW_EPARSE) {
@@ -644,6 +662,26 @@ static bool status_retryable(int st)
     return st == 408 || st == 429 || st >= 500 || st == 0;
 }
 
+/* Usage for the cost record: what the upstream reported, else an estimate
+ * (marked) from the prompt's characters and what was relayed. */
+static void compute_cost(struct proxy *p)
+{
+    if (p->cost_done || !p->b)
+        return;
+    p->cost_done = true;
+    bool estimated = false;
+    if (!p->usage.reported) {
+        double cpt = p->b->chars_per_token > 0 ? p->b->chars_per_token : 3.0;
+        p->usage.prompt_tokens = (int64_t)ceil((double)p->prompt_chars / cpt);
+        /* a stream event is about one token; a body about 4 bytes a token */
+        p->usage.completion_tokens = p->stream ? (int64_t)p->events
+                                               : (int64_t)(p->body.len / 4);
+        p->usage.cached_tokens = p->usage.cache_write_tokens = p->usage.reasoning_tokens = 0;
+        estimated = true;
+    }
+    gw_cost_compute(p->cfg, p->b, p->t, &p->usage, estimated, &p->cost);
+}
+
 /* Deliver a whole (non-streamed) 2xx upstream response. */
 static void deliver_body(struct proxy *p)
 {
@@ -652,6 +690,8 @@ static void deliver_body(struct proxy *p)
     p->status = 200;
     if (!p->translate) {
         scan_usage(p, s, n);
+        compute_cost(p);
+        add_cost_header(p);
         add_route_headers(p);
         gw_http_resp_send(p->req, 200, "application/json", s, n);
         p->bytes_out += n;
@@ -679,12 +719,23 @@ static void deliver_body(struct proxy *p)
         attempt_failed(p, "invalid_response", true, &e, NULL);
         return;
     }
+    compute_cost(p);
+    add_cost_header(p);
     add_route_headers(p);
     gw_http_resp_send(p->req, 200, "application/json", dump, strlen(dump));
     p->bytes_out += strlen(dump);
     free(dump);
     p->req = NULL;
     finalize(p);
+}
+
+static void add_cost_header(struct proxy *p)
+{
+    if (!p->cost.known || !p->req)
+        return;
+    char v[48];
+    snprintf(v, sizeof(v), "%.8f", p->cost.usd);
+    gw_http_resp_header(p->req, "x-hybridgw-cost-usd", v);
 }
 
 static void upstream_error_status(struct proxy *p, struct gw_up *u, int st)
@@ -1066,6 +1117,13 @@ static void alog_write(struct proxy *p, uint64_t end_ns)
                       (long long)p->usage.reasoning_tokens);
     if (p->estimated)
         gw_buf_puts(b, ",\"estimated\":true");
+    if (p->cost_done) {
+        if (p->cost.known)
+            gw_buf_printf(b, ",\"cost_usd\":%.8f", p->cost.usd);
+        gw_buf_printf(b, ",\"counterfactual_cost_usd\":%.8f", p->cost.counterfactual_usd);
+        if (p->cost.estimated_usage)
+            gw_buf_puts(b, ",\"usage_estimated\":true");
+    }
     gw_buf_printf(b, ",\"latency_ms\":%.3f", (double)(end_ns - p->t0_ns) / 1e6);
     if (p->ttft_ns)
         gw_buf_printf(b, ",\"ttft_ms\":%.3f", (double)(p->ttft_ns - p->t0_ns) / 1e6);
@@ -1108,6 +1166,10 @@ static void finalize(struct proxy *p)
     if (p->xs) {
         gw_xstream_usage(p->xs, &p->usage);
     }
+    /* every answered request gets a cost record; failures cost nothing
+     * billable that we can know of */
+    if (p->b && !p->estimated && (p->status == 200 || p->streaming))
+        compute_cost(p);
     char status[8];
     snprintf(status, sizeof(status), "%d", p->status ? p->status : 500);
     const char *tier = p->b ? gw_tier_str(p->b->tier) : "none";
@@ -1120,6 +1182,11 @@ static void finalize(struct proxy *p)
     if (p->ttft_ns && p->b)
         gw_series_observe(gw_metrics_getv(w->metrics, &gw_m_ttft, tier, backend),
                           (double)(p->ttft_ns - p->t0_ns) / 1e9);
+    if (p->cost_done && p->cost.known) {
+        gw_series_inc(gw_metrics_getv(w->metrics, &gw_m_cost, tier, backend), p->cost.usd);
+        gw_series_inc(gw_metrics_getv(w->metrics, &gw_m_counterfactual, tier, backend),
+                      p->cost.counterfactual_usd);
+    }
     if (p->usage.reported && p->b && !p->estimated) {
         static const char *const kinds[] = {"input", "output", "cached_input", "cache_write_input",
                                             "reasoning"};
@@ -1260,6 +1327,8 @@ void gw_proxy_handle(struct gw_worker *w, struct gw_http_req *req, enum gw_endpo
     }
     const char *model = json_string_value(json_object_get(p->json, "model"));
     snprintf(p->client_model, sizeof(p->client_model), "%s", model);
+    p->prompt_chars = text_chars(json_object_get(p->json, "messages")) +
+                      text_chars(json_object_get(p->json, "system"));
     p->stream = ep != GW_EP_COUNT_TOKENS && json_is_true(json_object_get(p->json, "stream"));
     p->client_usage =
         p->stream && p->ingress == GW_DIALECT_OPENAI &&

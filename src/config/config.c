@@ -491,6 +491,7 @@ struct ld {
     size_t errlen;          /* 0: caller wants no message */
     unsigned long visits;   /* bounded by MAX_VISITS */
     yaml_node_t *fallback_nodes[GW_TIER_COUNT][16]; /* checked once backends are in */
+    yaml_node_t *cost_node;
 };
 
 static unsigned long node_line(const yaml_node_t *n)
@@ -912,6 +913,7 @@ static void config_free(struct gw_config *c)
         pcre2_code_free(r->code);
     }
     free(c->rules);
+    free(c->cost_reference);
     free(c->otlp_endpoint);
     for (size_t i = 0; i < c->notlp_headers; i++) {
         free(c->otlp_header_names[i]);
@@ -1320,6 +1322,57 @@ static int parse_features(struct ld *ld, yaml_node_t *v, const char *path,
     return GW_OK;
 }
 
+/* price: { per_mtok: { input, output, cache_read, cache_write } } and/or
+ * { gpu_hourly_usd, replicas, output_weight, min_tokens_per_hour } */
+static int parse_price(struct ld *ld, yaml_node_t *map, const char *path,
+                       struct gw_backend_conf *b)
+{
+    static const char *const keys[] = {"per_mtok", "gpu_hourly_usd", "replicas",
+                                       "output_weight", "min_tokens_per_hour"};
+    static const char *const mkeys[] = {"input", "output", "cache_read", "cache_write"};
+    if (check_map(ld, map, path, keys, GW_ARRAY_LEN(keys)))
+        return GW_ERR;
+    for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top;
+         p++) {
+        yaml_node_t *k = node_at(ld, p->key), *v = node_at(ld, p->value);
+        char sub[PATH_MAX_LEN];
+        path_key(sub, path, k);
+        if (is_null(v))
+            continue;
+        int rc = GW_OK;
+        if (scalar_is(k, "per_mtok")) {
+            if (check_map(ld, v, sub, mkeys, GW_ARRAY_LEN(mkeys)))
+                return GW_ERR;
+            double *dst[] = {&b->price_input, &b->price_output, &b->price_cache_read,
+                             &b->price_cache_write};
+            for (yaml_node_pair_t *q = v->data.mapping.pairs.start;
+                 q < v->data.mapping.pairs.top; q++) {
+                yaml_node_t *mk = node_at(ld, q->key), *mv = node_at(ld, q->value);
+                char msub[PATH_MAX_LEN];
+                path_key(msub, sub, mk);
+                for (size_t i = 0; i < GW_ARRAY_LEN(mkeys); i++)
+                    if (scalar_is(mk, mkeys[i]) && get_double(ld, mv, msub, dst[i], 0, 1e6))
+                        return GW_ERR;
+            }
+            if (b->price_input < 0 || b->price_output < 0)
+                return fail(ld, v, sub, "needs at least input and output");
+        } else if (scalar_is(k, "gpu_hourly_usd")) {
+            rc = get_double(ld, v, sub, &b->gpu_hourly_usd, 0, 1e6);
+        } else if (scalar_is(k, "replicas")) {
+            uint64_t n;
+            rc = get_uint(ld, v, sub, &n, 1, 100000);
+            b->replicas = (unsigned)n;
+        } else if (scalar_is(k, "output_weight")) {
+            rc = get_double(ld, v, sub, &b->output_weight, 0, 1000);
+        } else {
+            rc = get_uint(ld, v, sub, &b->min_tokens_per_hour, 1, UINT64_C(1) << 50);
+        }
+        if (rc)
+            return GW_ERR;
+    }
+    return GW_OK;
+}
+
 static int parse_retry(struct ld *ld, yaml_node_t *map, const char *path,
                        struct gw_backend_conf *b)
 {
@@ -1413,6 +1466,9 @@ static int parse_backend(struct ld *ld, yaml_node_t *kname, yaml_node_t *map,
     b->circuit_window_ms = 10000;
     b->circuit_cooldown_ms = 15000;
     b->chars_per_token = 3.0;
+    b->price_input = b->price_output = b->price_cache_read = b->price_cache_write = -1;
+    b->output_weight = 4;
+    b->min_tokens_per_hour = 1000000;
     /* vendor APIs take images and tools; self-hosted servers say so */
     b->images = b->tools = false;
 
@@ -1502,8 +1558,8 @@ static int parse_backend(struct ld *ld, yaml_node_t *kname, yaml_node_t *map,
             rc = parse_retry(ld, v, sub, b);
         } else if (scalar_is(k, "circuit")) {
             rc = parse_circuit(ld, v, sub, b);
-        } else { /* price: the cost model comes later */
-            rc = ignored_map(ld, v, sub);
+        } else { /* price */
+            rc = parse_price(ld, v, sub, b);
         }
         if (rc)
             return GW_ERR;
@@ -1876,6 +1932,21 @@ static int parse_otlp(struct ld *ld, yaml_node_t *map, const char *path, struct 
     return GW_OK;
 }
 
+static int parse_cost(struct ld *ld, yaml_node_t *map, struct gw_config *c)
+{
+    static const char *const keys[] = {"reference"};
+    if (check_map(ld, map, "cost", keys, GW_ARRAY_LEN(keys)))
+        return GW_ERR;
+    for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top;
+         p++) {
+        yaml_node_t *v = node_at(ld, p->value);
+        if (!is_null(v) && set_str(ld, v, "cost.reference", &c->cost_reference, false))
+            return GW_ERR;
+        ld->cost_node = v;
+    }
+    return GW_OK;
+}
+
 static int parse_telemetry(struct ld *ld, yaml_node_t *map, struct gw_config *c)
 {
     static const char *const keys[] = {"otlp", "service_name", "environment"};
@@ -1966,7 +2037,7 @@ static int parse_root(struct ld *ld, yaml_node_t *root, struct gw_config *c)
 {
     static const char *const keys[] = {
         "listen", "admin_listen", "workers", "log_level", "access_log", "limits",
-        "auth",   "backends",     "models",  "router",    "telemetry",  "ledger",
+        "auth",   "backends",     "models",  "router",    "telemetry",  "ledger", "cost",
     };
     if (!root || is_null(root))
         return fail(ld, root, "backends", "at least one backend is required (the document "
@@ -2035,6 +2106,8 @@ static int parse_root(struct ld *ld, yaml_node_t *root, struct gw_config *c)
             rc = parse_router(ld, v, c);
         } else if (scalar_is(k, "telemetry")) {
             rc = parse_telemetry(ld, v, c);
+        } else if (scalar_is(k, "cost")) {
+            rc = parse_cost(ld, v, c);
         } else { /* ledger: not active yet */
             rc = ignored_map(ld, v, path);
         }
@@ -2044,6 +2117,11 @@ static int parse_root(struct ld *ld, yaml_node_t *root, struct gw_config *c)
 
     if (parse_backends(ld, kback, vback, c))
         return GW_ERR;
+    if (c->cost_reference && !gw_config_backend(c, c->cost_reference)) {
+        char sn[72];
+        shown(c->cost_reference, strlen(c->cost_reference), sn, sizeof(sn));
+        return fail(ld, ld->cost_node, "cost.reference", "unknown backend \"%s\"", sn);
+    }
     for (size_t i = 0; i < c->nrules; i++) {
         struct gw_rule *r = &c->rules[i];
         const struct gw_backend_conf *b = r->backend ? gw_config_backend(c, r->backend) : NULL;

@@ -51,6 +51,11 @@ struct gw_target {
     atomic_bool spilling;           /* over the spill thresholds (with hysteresis) */
     atomic_int spill_cause;         /* 1 queue, 2 KV cache */
     atomic_bool scraping;           /* a /metrics read is in flight */
+    /* weighted tokens served per minute over the last hour (cost.c) */
+    struct {
+        _Atomic uint64_t minute;    /* unix minute the bucket holds */
+        _Atomic double tokens;
+    } served[60];
     uint64_t last_scrape_ns;        /* main thread only */
     struct {
         int64_t inflight;           /* written only by worker i */
@@ -142,6 +147,9 @@ extern const struct gw_metric_family gw_m_reloads;
 extern const struct gw_metric_family gw_m_build;
 extern const struct gw_metric_family gw_m_decisions;
 extern const struct gw_metric_family gw_m_retries;
+extern const struct gw_metric_family gw_m_itl;
+extern const struct gw_metric_family gw_m_cost;
+extern const struct gw_metric_family gw_m_counterfactual;
 extern const struct gw_metric_family gw_m_fallbacks;
 /* Render every registry of the process, and the health of cfg's targets. */
 void gw_gateway_render_metrics(struct gw_gateway *gw, const struct gw_config *cfg,

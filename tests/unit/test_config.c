@@ -613,11 +613,15 @@ static void test_env_in_config(void **state)
     gw_config_unref(c);
 
     /* Inactive sections are not interpolated: an unset variable there is fine. */
-    c = load(BACKEND "telemetry:\n  otlp: { headers: { auth: \"${HGW_T_UNSET}\" } }\n", err,
-             sizeof(err));
+    c = load(BACKEND "ledger:\n  db: { auth: \"${HGW_T_UNSET}\" }\n", err, sizeof(err));
     if (!c)
         fail_msg("%s", err);
     gw_config_unref(c);
+    /* telemetry is active: there it is an error naming the variable */
+    c = load(BACKEND "telemetry:\n  otlp: { headers: { auth: \"${HGW_T_UNSET}\" } }\n", err,
+             sizeof(err));
+    assert_null(c);
+    assert_non_null(strstr(err, "HGW_T_UNSET"));
 }
 
 static void test_keys(void **state)
@@ -774,18 +778,18 @@ static void test_hostile(void **state)
     char err[512];
     char *deep = malloc(4096);
     size_t n = 0;
-    n += (size_t)sprintf(deep + n, BACKEND "telemetry:\n  x: ");
+    n += (size_t)sprintf(deep + n, BACKEND "ledger:\n  x: ");
     for (int i = 0; i < 40; i++)
         deep[n++] = '[';
     for (int i = 0; i < 40; i++)
         deep[n++] = ']';
     deep[n++] = '\n';
     deep[n] = '\0';
-    expect_error(deep, "telemetry.x", "nested more than");
+    expect_error(deep, "ledger.x", "nested more than");
     free(deep);
 
     /* "billion laughs": 10^7 nodes from a few lines. */
-    expect_error(BACKEND "telemetry:\n"
+    expect_error(BACKEND "ledger:\n"
                          "  a: &a [x, x, x, x, x, x, x, x, x, x]\n"
                          "  b: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]\n"
                          "  c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]\n"
