@@ -12,17 +12,40 @@
 #include "router/router.h"
 
 /* Does the label set {…} (without braces) say model_name="model", or not
- * name a model at all? */
+ * name a model at all? Pairs are parsed, so another label that ends in
+ * model_name, or a value that contains it, can't fool it. */
 static bool labels_match(const char *p, size_t n, const char *model)
 {
-    static const char key[] = "model_name=\"";
-    const char *hit = memmem(p, n, key, sizeof(key) - 1);
-    if (!hit)
-        return true;
-    const char *v = hit + sizeof(key) - 1;
-    size_t ml = strlen(model);
-    size_t left = n - (size_t)(v - p);
-    return left > ml && memcmp(v, model, ml) == 0 && v[ml] == '"';
+    const char *end = p + n;
+    bool named = false, same = false;
+    while (p < end) {
+        while (p < end && (*p == ' ' || *p == ','))
+            p++;
+        const char *k = p;
+        while (p < end && *p != '=')
+            p++;
+        if (p >= end)
+            break;
+        size_t kl = (size_t)(p - k);
+        p++; /* = */
+        if (p >= end || *p != '"')
+            return false; /* not the exposition format */
+        const char *v = ++p;
+        while (p < end && *p != '"') {
+            if (*p == '\\' && p + 1 < end)
+                p++;
+            p++;
+        }
+        if (p >= end)
+            return false;
+        size_t vl = (size_t)(p - v);
+        p++; /* closing quote */
+        if (kl == 10 && memcmp(k, "model_name", 10) == 0) {
+            named = true;
+            same = vl == strlen(model) && memcmp(v, model, vl) == 0;
+        }
+    }
+    return !named || same;
 }
 
 int gw_vllm_load_parse(const char *text, size_t len, const char *model, struct gw_vllm_load *out)
@@ -64,6 +87,8 @@ int gw_vllm_load_parse(const char *text, size_t len, const char *model, struct g
                 while (q < le && *q != ' ' && nn < sizeof(num) - 1)
                     num[nn++] = *q++;
                 num[nn] = '\0';
+                if (q < le && *q != ' ')
+                    break; /* a value too long to be a count: skip the line */
                 char *e;
                 double v = strtod(num, &e);
                 if (nn == 0 || *e || isnan(v) || v < 0)

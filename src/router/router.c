@@ -191,6 +191,14 @@ static gw_str metadata_value(json_t *body, const char *key)
     return GW_STR_NULL;
 }
 
+/* Back up from p+n to the start of a UTF-8 character. */
+static size_t char_start(const char *p, size_t n)
+{
+    while (n > 0 && ((unsigned char)p[n] & 0xc0) == 0x80)
+        n--;
+    return n;
+}
+
 static bool regex_match(const struct gw_rule *rule, gw_str s)
 {
     if (!s.p || !rule->code)
@@ -199,19 +207,62 @@ static bool regex_match(const struct gw_rule *rule, gw_str s)
     if (!md)
         return false;
     /* long pastes: the instruction is at the start or the end; match
-     * there so the cost stays bounded whatever the size */
+     * there so the cost stays bounded whatever the size. The windows end
+     * on character boundaries (the text is valid UTF-8: it came from
+     * JSON), the head is not an end of subject for $, and the tail is
+     * matched in the whole string from an offset, so \A and lookbehinds
+     * see the real context. */
     const size_t window = 8192;
     int rc;
     if (s.len <= 2 * window) {
         rc = pcre2_match(rule->code, (PCRE2_SPTR)s.p, s.len, 0, PCRE2_NO_UTF_CHECK, md, NULL);
     } else {
-        rc = pcre2_match(rule->code, (PCRE2_SPTR)s.p, window, 0, PCRE2_NO_UTF_CHECK, md, NULL);
-        if (rc < 0)
-            rc = pcre2_match(rule->code, (PCRE2_SPTR)(s.p + s.len - window), window, 0,
-                             PCRE2_NO_UTF_CHECK, md, NULL);
+        size_t head = char_start(s.p, window);
+        rc = pcre2_match(rule->code, (PCRE2_SPTR)s.p, head, 0, PCRE2_NO_UTF_CHECK | PCRE2_NOTEOL,
+                         md, NULL);
+        if (rc < 0) {
+            size_t from = char_start(s.p, s.len - window);
+            rc = pcre2_match(rule->code, (PCRE2_SPTR)s.p, s.len, from, PCRE2_NO_UTF_CHECK, md,
+                             NULL);
+        }
     }
     pcre2_match_data_free(md);
     return rc >= 0;
+}
+
+/* A regex rule looks at every text part of the last user message (a rule
+ * that only read the first part could be dodged by splitting the text). */
+static bool regex_rule_hit(const struct ctx *x, const struct gw_rule *rule)
+{
+    const struct gw_route_input *in = x->in;
+    if (!in->body)
+        return regex_match(rule, in->text);
+    json_t *msgs = json_object_get(in->body, "messages");
+    json_t *last = NULL;
+    size_t i;
+    json_t *m;
+    json_array_foreach(msgs, i, m) {
+        const char *role = json_string_value(json_object_get(m, "role"));
+        if (role && strcmp(role, "user") == 0)
+            last = m;
+    }
+    json_t *content = json_object_get(last, "content");
+    if (json_is_string(content))
+        return regex_match(rule, (gw_str){json_string_value(content),
+                                          json_string_length(content)});
+    json_t *part;
+    json_array_foreach(content, i, part) {
+        json_t *t = json_object_get(part, "text");
+        if (json_is_string(t) &&
+            regex_match(rule, (gw_str){json_string_value(t), json_string_length(t)}))
+            return true;
+        /* Anthropic tool results carry text too */
+        json_t *tc = json_object_get(part, "content");
+        if (json_is_string(tc) &&
+            regex_match(rule, (gw_str){json_string_value(tc), json_string_length(tc)}))
+            return true;
+    }
+    return false;
 }
 
 static enum verdict stage_rules(struct ctx *x)
@@ -233,7 +284,7 @@ static enum verdict stage_rules(struct ctx *x)
             break;
         case GW_RULE_REGEX:
             /* JSON strings are valid UTF-8, so PCRE2's check can be skipped */
-            hit = regex_match(rule, x->f.cls.last_user);
+            hit = regex_rule_hit(x, rule);
             break;
         case GW_RULE_MIN_CHARS:
             hit = x->f.chars >= rule->min_chars;
@@ -297,7 +348,7 @@ static enum verdict stage_classifier(struct ctx *x)
     if (r->confidence < cfg->min_confidence) {
         /* ambiguous judgment is frontier work */
         r->tier = GW_TIER_FRONTIER;
-        snprintf(r->reason, sizeof(r->reason), "classifier:ambiguous %s p=%.2f<%.2f", r->label,
+        snprintf(r->reason, sizeof(r->reason), "classifier:ambiguous %s p=%.3g<%.3g", r->label,
                  r->confidence, cfg->min_confidence);
         trace(x, "classifier: %s p=%.3f below min_confidence %.2f -> frontier", r->label,
               r->confidence, cfg->min_confidence);
@@ -378,12 +429,15 @@ static bool saturated(const struct gw_config *cfg, const struct gw_backend_conf 
         if (!atomic_load(&t->spilling))
             return false;
         if (!any) {
+            double q = atomic_load(&t->load_waiting), kv = atomic_load(&t->load_kv);
             if (atomic_load(&t->spill_cause) == 2)
-                snprintf(why, whylen, "local-kv %.2f>%.2f", atomic_load(&t->load_kv),
-                         cfg->spill_kv_above);
-            else
-                snprintf(why, whylen, "local-queue %.0f>%llu", atomic_load(&t->load_waiting),
+                snprintf(why, whylen, "local-kv %.2f>%.2f", kv, cfg->spill_kv_above);
+            else if (q > (double)cfg->spill_waiting_above)
+                snprintf(why, whylen, "local-queue %.0f>%llu", q,
                          (unsigned long long)cfg->spill_waiting_above);
+            else /* between the marks: hysteresis keeps it spilling */
+                snprintf(why, whylen, "local-queue %.0f, back at <=%llu", q,
+                         (unsigned long long)cfg->spill_back_below);
         }
         any = true;
     }
@@ -399,34 +453,56 @@ static void constraints(struct ctx *x)
         return;
     char why[128];
     if (r->tier == GW_TIER_LOCAL) {
-        const struct gw_backend_conf *b = tier_backend(x, GW_TIER_LOCAL);
-        if (!b) {
+        /* the first local backend (config order) that is up, fits the
+         * prompt, has the features and is not saturated takes it; when none
+         * does, the reason of the first one that is up moves it frontier */
+        const struct gw_backend_conf *pick = NULL;
+        const char *stage = NULL;
+        size_t nlocal = 0;
+        for (size_t i = 0; i < cfg->nbackends; i++)
+            nlocal += cfg->backends[i].tier == GW_TIER_LOCAL;
+        why[0] = '\0';
+        for (size_t i = 0; i < cfg->nbackends && !pick; i++) {
+            const struct gw_backend_conf *b = &cfg->backends[i];
+            if (b->tier != GW_TIER_LOCAL || !backend_up(x, b))
+                continue;
+            char w[128];
+            const char *st = "constraint";
+            double cpt = b->chars_per_token > 0 ? b->chars_per_token : 3.0;
+            double tokens = (double)x->f.chars / cpt;
+            char sw[96];
+            if (b->context_window && tokens > (double)b->context_window)
+                snprintf(w, sizeof(w), "constraint:context %.0f>%llu", tokens,
+                         (unsigned long long)b->context_window);
+            else if (x->f.images && !b->images)
+                snprintf(w, sizeof(w), "constraint:images");
+            else if (x->f.tools && !b->tools)
+                snprintf(w, sizeof(w), "constraint:tools");
+            else if (cfg->spill && !in->offline && saturated(cfg, b, sw, sizeof(sw))) {
+                snprintf(w, sizeof(w), "spill:%s", sw);
+                st = "spill";
+            } else {
+                pick = b;
+                break;
+            }
+            if (!why[0]) {
+                snprintf(why, sizeof(why), "%s", w);
+                stage = st;
+            }
+            if (nlocal > 1)
+                trace(x, "constraint: %s rules out %s", w, b->name);
+        }
+        if (pick) {
+            r->backend = pick;
+            return;
+        }
+        if (!why[0]) {
             if (tier_backend(x, GW_TIER_FRONTIER))
                 moved(x, GW_TIER_FRONTIER, "constraint", "constraint:local-down");
             return;
         }
-        double tokens = (double)x->f.chars / (b->chars_per_token > 0 ? b->chars_per_token : 3.0);
-        if (b->context_window && tokens > (double)b->context_window) {
-            snprintf(why, sizeof(why), "constraint:context %.0f>%llu", tokens,
-                     (unsigned long long)b->context_window);
-            moved(x, GW_TIER_FRONTIER, "constraint", why);
-            return;
-        }
-        if (x->f.images && !b->images) {
-            moved(x, GW_TIER_FRONTIER, "constraint", "constraint:images");
-            return;
-        }
-        if (x->f.tools && !b->tools) {
-            moved(x, GW_TIER_FRONTIER, "constraint", "constraint:tools");
-            return;
-        }
-        char sw[96];
-        if (cfg->spill && !in->offline && saturated(cfg, b, sw, sizeof(sw)) &&
-            tier_backend(x, GW_TIER_FRONTIER)) {
-            snprintf(why, sizeof(why), "spill:%s", sw);
-            moved(x, GW_TIER_FRONTIER, "spill", why);
-            return;
-        }
+        if (tier_backend(x, GW_TIER_FRONTIER))
+            moved(x, GW_TIER_FRONTIER, stage, why);
         return;
     }
     if (!tier_backend(x, GW_TIER_FRONTIER) && tier_backend(x, GW_TIER_LOCAL))
