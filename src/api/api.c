@@ -20,6 +20,7 @@
 #include "gateway/gateway.h"
 #include "provider/provider.h"
 #include "router/router.h"
+#include "telemetry/trace.h"
 #include "translate/translate.h"
 
 /* ---- metrics families ---- */
@@ -142,6 +143,35 @@ void gw_gateway_render_metrics(struct gw_gateway *gw, const struct gw_config *cf
             }
         }
     }
+    gw_buf_puts(out, "# HELP hybridgw_trace_spans_total Spans by export result (exported, "
+                     "dropped: queue full, failed: refused or timed out).\n"
+                     "# TYPE hybridgw_trace_spans_total counter\n");
+    if (gw->tracer) {
+        struct gw_tracer_stats ts;
+        gw_tracer_stats(gw->tracer, &ts);
+        gw_buf_printf(out, "hybridgw_trace_spans_total{result=\"exported\"} %llu\n"
+                           "hybridgw_trace_spans_total{result=\"dropped\"} %llu\n"
+                           "hybridgw_trace_spans_total{result=\"failed\"} %llu\n",
+                      (unsigned long long)ts.exported, (unsigned long long)ts.dropped,
+                      (unsigned long long)ts.failed);
+    }
+    gw_buf_puts(out, "# HELP hybridgw_trace_queue_spans Spans waiting for export now.\n"
+                     "# TYPE hybridgw_trace_queue_spans gauge\n");
+    if (gw->tracer) {
+        struct gw_tracer_stats ts;
+        gw_tracer_stats(gw->tracer, &ts);
+        gw_buf_printf(out, "hybridgw_trace_queue_spans %llu\n", (unsigned long long)ts.queued);
+    }
+    gw_buf_printf(out,
+                  "# HELP hybridgw_config_last_reload_success 1 when the last config load "
+                  "(start or SIGHUP) worked, 0 when it was rejected (the old one serves).\n"
+                  "# TYPE hybridgw_config_last_reload_success gauge\n"
+                  "hybridgw_config_last_reload_success %d\n"
+                  "# HELP hybridgw_config_last_reload_timestamp_seconds When the last config "
+                  "load was tried.\n"
+                  "# TYPE hybridgw_config_last_reload_timestamp_seconds gauge\n"
+                  "hybridgw_config_last_reload_timestamp_seconds %.3f\n",
+                  atomic_load(&gw->last_reload_ok) ? 1 : 0, atomic_load(&gw->last_reload_ts));
     gw_buf_puts(out, "# HELP hybridgw_circuit_state Circuit breaker per upstream URL: "
                      "0 closed, 1 open, 2 half-open.\n# TYPE hybridgw_circuit_state gauge\n");
     for (size_t i = 0; i < cfg->nbackends; i++) {

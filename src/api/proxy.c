@@ -47,9 +47,21 @@
 #include "gateway/gateway.h"
 #include "provider/provider.h"
 #include "router/router.h"
+#include "telemetry/trace.h"
 #include "translate/translate.h"
 
 #define MAX_CANDIDATES 8
+#define MAX_TRACED_ATTEMPTS 8
+
+/* One upstream attempt, for its trace span. */
+struct attempt_rec {
+    const struct gw_backend_conf *b;
+    const char *url;                /* the target's (lives with the config) */
+    uint64_t start_unix_ns, end_unix_ns;
+    uint8_t span_id[8];
+    int status;                     /* upstream HTTP status, 0 none */
+    char outcome[24];
+};
 
 struct proxy {
     struct gw_worker *w;
@@ -107,6 +119,17 @@ struct proxy {
     size_t prompt_chars;            /* for usage estimates */
     uint64_t last_event_ns;         /* for the inter-token gap */
     struct gw_series *itl;          /* looked up once per stream */
+    /* tracing */
+    struct gw_trace_ctx trace;      /* trace id, the client's parent span */
+    uint8_t span_id[8];             /* this request's span */
+    bool traced;                    /* spans are recorded and exported */
+    bool has_parent;
+    char *tracestate;               /* forwarded as is */
+    uint64_t start_unix_ns;
+    int64_t req_max_tokens;         /* request parameters for the span, -1 none */
+    double req_temperature;         /* NAN none */
+    struct attempt_rec att[MAX_TRACED_ATTEMPTS];
+    size_t natt;
 };
 
 static void finalize(struct proxy *p);
@@ -566,6 +589,12 @@ static void count_error(struct proxy *p, const char *kind)
 
 static void log_attempt(struct proxy *p, const char *outcome)
 {
+    if (p->natt > 0 && p->att[p->natt - 1].end_unix_ns == 0) {
+        struct attempt_rec *a = &p->att[p->natt - 1];
+        a->end_unix_ns = gw_wall_ns();
+        a->status = p->up_status;
+        snprintf(a->outcome, sizeof(a->outcome), "%s", outcome);
+    }
     if (p->attempts_log.len)
         gw_buf_append(&p->attempts_log, ",", 1);
     gw_buf_printf(&p->attempts_log, "%s:%s", p->b->name, outcome);
@@ -991,6 +1020,34 @@ static void next_attempt(struct proxy *p)
         char idh[96];
         snprintf(idh, sizeof(idh), "x-request-id: %s", p->reqid);
         h = curl_slist_append(h, idh);
+        /* W3C trace context to the upstream: our attempt span is its parent
+         * (vLLM joins the trace when started with --otlp-traces-endpoint) */
+        if (p->traced || p->has_parent) {
+            uint8_t sid[8];
+            if (p->traced && p->natt < MAX_TRACED_ATTEMPTS) {
+                struct attempt_rec *a = &p->att[p->natt++];
+                memset(a, 0, sizeof(*a));
+                a->b = b;
+                a->url = t->url;
+                a->start_unix_ns = gw_wall_ns();
+                gw_trace_new_id(a->span_id, 8);
+                memcpy(sid, a->span_id, 8);
+            } else if (p->traced) {
+                gw_trace_new_id(sid, 8);
+            } else {
+                memcpy(sid, p->trace.span_id, 8); /* not ours to record: pass through */
+            }
+            char tp[80];
+            memcpy(tp, "traceparent: ", 13);
+            gw_traceparent_format(p->trace.trace_id, sid, p->traced ? 1 : p->trace.flags,
+                                  tp + 13);
+            h = curl_slist_append(h, tp);
+            if (p->tracestate) {
+                char ts[600];
+                snprintf(ts, sizeof(ts), "tracestate: %s", p->tracestate);
+                h = curl_slist_append(h, ts);
+            }
+        }
         uint64_t left_ms = (p->deadline_ns - gw_now_ns()) / 1000000ull;
         struct gw_up_opts o = {
             .url = url,
@@ -1148,6 +1205,166 @@ static void alog_write(struct proxy *p, uint64_t end_ns)
         gw_alog_flush(w);
 }
 
+/* ---- trace spans (PROTOCOLS.md 5): one for the request, one per attempt ---- */
+
+static void iso8601(uint64_t unix_ns, char *out, size_t n)
+{
+    time_t s = (time_t)(unix_ns / 1000000000ull);
+    struct tm tm;
+    gmtime_r(&s, &tm);
+    snprintf(out, n, "%04d-%02d-%02dT%02d:%02d:%02d.%06luZ", tm.tm_year + 1900, tm.tm_mon + 1,
+             tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+             (unsigned long)(unix_ns % 1000000000ull / 1000));
+}
+
+static void host_port(const char *url, char *host, size_t hn, int64_t *port)
+{
+    const char *h = strstr(url, "://");
+    h = h ? h + 3 : url;
+    size_t len = strcspn(h, "/");
+    const char *colon = NULL;
+    if (*h == '[') {
+        const char *rb = memchr(h, ']', len);
+        colon = rb && rb + 1 < h + len && rb[1] == ':' ? rb + 1 : NULL;
+    } else {
+        colon = memchr(h, ':', len);
+    }
+    size_t hl = colon ? (size_t)(colon - h) : len;
+    snprintf(host, hn, "%.*s", (int)hl, h);
+    *port = colon ? strtol(colon + 1, NULL, 10) : (strncmp(url, "https", 5) == 0 ? 443 : 80);
+}
+
+static void emit_spans(struct proxy *p, uint64_t end_unix_ns)
+{
+    struct gw_tracer *tr = p->w->gw->tracer;
+    if (!tr || !p->traced)
+        return;
+    struct gw_span *spans[1 + MAX_TRACED_ATTEMPTS];
+    size_t n = 0;
+    const char *op = p->ep == GW_EP_COUNT_TOKENS ? "count_tokens" : "chat";
+    char name[160];
+    snprintf(name, sizeof(name), "%s %s", op, p->client_model);
+    struct gw_span *s = gw_span_new(name, 2, p->trace.trace_id, p->span_id,
+                                    p->has_parent ? p->trace.span_id : NULL, p->start_unix_ns);
+    const struct gw_backend_conf *b = p->b;
+    gw_span_str(s, "gen_ai.operation.name", op);
+    if (b) {
+        gw_span_str(s, "gen_ai.provider.name", b->provider->name);
+        gw_span_str(s, "gen_ai.system", b->provider->name);
+        gw_span_str(s, "gen_ai.response.model", b->model);
+        gw_span_str(s, "langfuse.observation.model.name", b->model);
+    }
+    gw_span_str(s, "gen_ai.request.model", p->client_model);
+    if (p->stream)
+        gw_span_bool(s, "gen_ai.request.stream", true);
+    if (p->req_max_tokens >= 0)
+        gw_span_int(s, "gen_ai.request.max_tokens", p->req_max_tokens);
+    if (!isnan(p->req_temperature))
+        gw_span_double(s, "gen_ai.request.temperature", p->req_temperature);
+    gw_span_str(s, "langfuse.observation.type", "generation");
+    if (p->usage.reported || p->cost.estimated_usage) {
+        const struct gw_usage *u = &p->usage;
+        int64_t in = u->prompt_tokens > 0 ? u->prompt_tokens : 0;
+        int64_t out = u->completion_tokens > 0 ? u->completion_tokens : 0;
+        gw_span_int(s, "gen_ai.usage.input_tokens", in); /* cached included */
+        gw_span_int(s, "gen_ai.usage.output_tokens", out);
+        if (u->cached_tokens > 0)
+            gw_span_int(s, "gen_ai.usage.cache_read.input_tokens", u->cached_tokens);
+        if (u->cache_write_tokens > 0)
+            gw_span_int(s, "gen_ai.usage.cache_creation.input_tokens", u->cache_write_tokens);
+        if (u->reasoning_tokens > 0)
+            gw_span_int(s, "gen_ai.usage.reasoning.output_tokens", u->reasoning_tokens);
+        /* Langfuse: explicit usage with input = the non-cached part, so
+         * no version of it double counts the cache */
+        char ud[256];
+        int64_t plain = in - (u->cached_tokens > 0 ? u->cached_tokens : 0) -
+                        (u->cache_write_tokens > 0 ? u->cache_write_tokens : 0);
+        snprintf(ud, sizeof(ud),
+                 "{\"input\":%lld,\"input_cached_tokens\":%lld,\"input_cache_creation\":%lld,"
+                 "\"output\":%lld}",
+                 (long long)(plain > 0 ? plain : 0), (long long)GW_MAX(u->cached_tokens, 0),
+                 (long long)GW_MAX(u->cache_write_tokens, 0), (long long)out);
+        gw_span_str(s, "langfuse.observation.usage_details", ud);
+    }
+    if (p->cost_done && p->cost.known) {
+        char cd[96];
+        snprintf(cd, sizeof(cd), "{\"total\":%.8f}", p->cost.usd);
+        gw_span_str(s, "langfuse.observation.cost_details", cd);
+        gw_span_double(s, "gen_ai.usage.cost", p->cost.usd);
+        gw_span_double(s, "hybridgw.cost_usd", p->cost.usd);
+        gw_span_double(s, "hybridgw.counterfactual_cost_usd", p->cost.counterfactual_usd);
+        if (p->cost.estimated_usage)
+            gw_span_bool(s, "hybridgw.usage_estimated", true);
+    }
+    if (p->ttft_ns) {
+        char ts[48];
+        uint64_t first_unix = p->start_unix_ns + (p->ttft_ns - p->t0_ns);
+        gw_span_double(s, "gen_ai.response.time_to_first_chunk",
+                       (double)(p->ttft_ns - p->t0_ns) / 1e9);
+        iso8601(first_unix, ts, sizeof(ts));
+        gw_span_str(s, "langfuse.observation.completion_start_time", ts);
+    }
+    gw_span_int(s, "http.response.status_code", p->status ? p->status : 500);
+    gw_span_str(s, "hybridgw.request_id", p->reqid);
+    gw_span_str(s, "hybridgw.key", p->key_name);
+    if (b) {
+        gw_span_str(s, "hybridgw.tier", gw_tier_str(b->tier));
+        gw_span_str(s, "hybridgw.backend", b->name);
+    }
+    if (p->route.stage)
+        gw_span_str(s, "hybridgw.stage", p->route.stage);
+    if (p->route.label) {
+        gw_span_str(s, "hybridgw.label", p->route.label);
+        gw_span_double(s, "hybridgw.confidence", p->route.confidence);
+    }
+    if (p->route.reason[0])
+        gw_span_str(s, "hybridgw.reason", p->route.reason);
+    gw_span_int(s, "hybridgw.attempts", (int64_t)p->attempts);
+    if (p->fallback_from[0])
+        gw_span_str(s, "hybridgw.fallback_from", p->fallback_from);
+    char tname[64];
+    snprintf(tname, sizeof(tname), "hybridgw %s", ep_route(p->ep));
+    gw_span_str(s, "langfuse.trace.name", tname);
+    if (p->cfg->environment)
+        gw_span_str(s, "langfuse.environment", p->cfg->environment);
+    bool failed = p->status >= 400 || (p->streaming && p->error_kind);
+    if (failed) {
+        gw_span_str(s, "error.type", p->error_kind ? p->error_kind : "error");
+        gw_span_str(s, "langfuse.observation.level", "ERROR");
+        gw_span_status(s, 2, p->error_msg[0] ? p->error_msg : p->error_kind);
+    }
+    gw_span_end(s, end_unix_ns);
+    spans[n++] = s;
+    for (size_t i = 0; i < p->natt; i++) {
+        const struct attempt_rec *a = &p->att[i];
+        snprintf(name, sizeof(name), "%s %s", op, a->b->model);
+        struct gw_span *c = gw_span_new(name, 3, p->trace.trace_id, a->span_id, p->span_id,
+                                        a->start_unix_ns);
+        gw_span_str(c, "gen_ai.operation.name", op);
+        gw_span_str(c, "gen_ai.provider.name", a->b->provider->name);
+        gw_span_str(c, "gen_ai.request.model", a->b->model);
+        gw_span_str(c, "langfuse.observation.type", "span"); /* usage is on the parent */
+        char host[256];
+        int64_t port;
+        host_port(a->url, host, sizeof(host), &port);
+        gw_span_str(c, "server.address", host);
+        gw_span_int(c, "server.port", port);
+        gw_span_str(c, "hybridgw.backend", a->b->name);
+        gw_span_int(c, "hybridgw.attempt", (int64_t)i + 1);
+        const char *outcome = a->outcome[0] ? a->outcome : (p->error_kind ? p->error_kind : "ok");
+        gw_span_str(c, "hybridgw.outcome", outcome);
+        if (a->status)
+            gw_span_int(c, "http.response.status_code", a->status);
+        if (strcmp(outcome, "ok") != 0) {
+            gw_span_str(c, "error.type", outcome);
+            gw_span_status(c, 2, outcome);
+        }
+        gw_span_end(c, a->end_unix_ns ? a->end_unix_ns : end_unix_ns);
+        spans[n++] = c;
+    }
+    gw_tracer_submit(tr, spans, n);
+}
+
 static void finalize(struct proxy *p)
 {
     struct gw_worker *w = p->w;
@@ -1199,6 +1416,7 @@ static void finalize(struct proxy *p)
                               (double)v[i]);
     }
     alog_write(p, end);
+    emit_spans(p, p->start_unix_ns + (end - p->t0_ns));
     if (p->req) {
         /* not expected: every path answers first; don't leave it hanging */
         gw_http_req_set_abort(p->req, NULL, NULL);
@@ -1208,6 +1426,7 @@ static void finalize(struct proxy *p)
     free(p->up_body);
     free(p->beta);
     free(p->version);
+    free(p->tracestate);
     gw_xstream_free(p->xs);
     gw_sse_free(&p->sse);
     gw_buf_free(&p->body);
@@ -1296,6 +1515,20 @@ void gw_proxy_handle(struct gw_worker *w, struct gw_http_req *req, enum gw_endpo
     gw_series_inc(gw_metrics_getv(w->metrics, &gw_m_inflight), 1);
     gw_http_req_set_abort(req, on_client_abort, p);
     gw_http_req_set_drain(req, on_client_drain, p);
+    /* trace context: the client's traceparent makes us a child span;
+     * without one a new trace starts (when tracing is on) */
+    p->start_unix_ns = gw_wall_ns() - (gw_now_ns() - p->t0_ns);
+    p->req_max_tokens = -1;
+    p->req_temperature = NAN;
+    p->has_parent = gw_traceparent_parse(gw_http_req_header(req, "traceparent"), &p->trace);
+    if (p->has_parent)
+        p->tracestate = header_copy(req, "tracestate");
+    if (w->gw->tracer) {
+        p->traced = gw_tracer_sample(w->gw->tracer, p->has_parent ? &p->trace : NULL);
+        if (!p->has_parent)
+            gw_trace_new_id(p->trace.trace_id, 16);
+        gw_trace_new_id(p->span_id, 8);
+    }
     if (p->ingress == GW_DIALECT_ANTHROPIC) {
         p->beta = header_copy(req, "anthropic-beta");
         p->version = header_copy(req, "anthropic-version");
@@ -1329,6 +1562,14 @@ void gw_proxy_handle(struct gw_worker *w, struct gw_http_req *req, enum gw_endpo
     snprintf(p->client_model, sizeof(p->client_model), "%s", model);
     p->prompt_chars = text_chars(json_object_get(p->json, "messages")) +
                       text_chars(json_object_get(p->json, "system"));
+    json_t *mt = json_object_get(p->json, "max_completion_tokens");
+    if (!json_is_integer(mt))
+        mt = json_object_get(p->json, "max_tokens");
+    if (json_is_integer(mt))
+        p->req_max_tokens = (int64_t)json_integer_value(mt);
+    json_t *temp = json_object_get(p->json, "temperature");
+    if (json_is_number(temp))
+        p->req_temperature = json_number_value(temp);
     p->stream = ep != GW_EP_COUNT_TOKENS && json_is_true(json_object_get(p->json, "stream"));
     p->client_usage =
         p->stream && p->ingress == GW_DIALECT_OPENAI &&

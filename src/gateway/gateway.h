@@ -115,6 +115,8 @@ struct gw_worker {
     int start_error;                /* listen error, for the main thread */
 };
 
+struct gw_tracer;
+
 struct gw_gateway {
     char *config_path;
     struct gw_config *cfg;          /* latest snapshot; main thread only */
@@ -126,6 +128,9 @@ struct gw_gateway {
     struct gw_upstream *health_up;  /* main thread's client for checks */
     uv_timer_t health_timer;
     struct gw_metrics *metrics;     /* main thread's registry */
+    struct gw_tracer *tracer;       /* NULL when telemetry.otlp is off */
+    atomic_bool last_reload_ok;     /* the last load (start or SIGHUP) worked */
+    _Atomic double last_reload_ts;  /* unix seconds of that load */
     int access_fd;                  /* -1 when off */
     atomic_bool draining;
     int listen_port;                /* actual ports, after binding */

@@ -23,6 +23,7 @@
 #include "gateway/serve.h"
 #include "provider/provider.h"
 #include "router/router.h"
+#include "telemetry/trace.h"
 
 static struct gw_gateway G;
 static uv_signal_t sig_term, sig_int, sig_hup;
@@ -269,6 +270,7 @@ struct scrape {
     struct gw_buf body;
     uint64_t waiting_above, back_below;
     double kv_above;
+    bool spill;                     /* router.spill configured */
 };
 
 static int scrape_data(struct gw_up *u, const char *p, size_t n, void *ud)
@@ -290,10 +292,12 @@ static void scrape_done(struct gw_up *u, const char *err, void *ud)
         atomic_store(&t->load_ns, gw_now_ns());
         /* hysteresis: spill above the high marks, come back only when the
          * queue is down to back_below and the cache under its mark */
-        bool was = atomic_load(&t->spilling);
+        bool was = atomic_load(&t->spilling) && sc->spill;
         bool queue = l.have_waiting && l.waiting > (double)sc->waiting_above;
         bool kv = l.have_kv && l.kv_cache > sc->kv_above;
-        bool now = was ? !(l.waiting <= (double)sc->back_below && !kv) : (queue || kv);
+        bool now = !sc->spill ? false
+                   : was      ? !(l.waiting <= (double)sc->back_below && !kv)
+                              : (queue || kv);
         if (now != was) {
             atomic_store(&t->spill_cause, queue || !kv ? 1 : 2);
             atomic_store(&t->spilling, now);
@@ -339,6 +343,7 @@ static void scrape_tick(const struct gw_config *cfg, uint64_t now)
             sc->waiting_above = cfg->spill_waiting_above;
             sc->back_below = cfg->spill_back_below;
             sc->kv_above = cfg->spill_kv_above;
+            sc->spill = cfg->spill;
             char url[1024];
             snprintf(url, sizeof(url), "%s/metrics", t->url);
             struct gw_up_opts o = {.url = url, .method = "GET", .connect_timeout_ms = 1000,
@@ -408,8 +413,13 @@ static void reload(void)
         gw_log_error("reload rejected, keeping the running config (generation %llu): %s",
                      (unsigned long long)G.cfg->generation, err);
         gw_series_inc(gw_metrics_getv(G.metrics, &gw_m_reloads, "error"), 1);
+        atomic_store(&G.last_reload_ok, false);
+        atomic_store(&G.last_reload_ts, (double)gw_wall_ns() / 1e9);
         return;
     }
+    if ((nc->otlp_endpoint == NULL) != (G.cfg->otlp_endpoint == NULL) ||
+        (nc->otlp_endpoint && strcmp(nc->otlp_endpoint, G.cfg->otlp_endpoint) != 0))
+        gw_log_warn("reload: telemetry.otlp changes need a restart; tracing goes on as before");
     if (strcmp(nc->listen, G.cfg->listen) != 0 || nc->workers != G.cfg->workers ||
         (nc->admin_listen == NULL) != (G.cfg->admin_listen == NULL) ||
         (nc->admin_listen && strcmp(nc->admin_listen, G.cfg->admin_listen) != 0))
@@ -428,6 +438,8 @@ static void reload(void)
     gw_config_unref(old);
     broadcast(GW_CMD_RELOAD);
     gw_series_inc(gw_metrics_getv(G.metrics, &gw_m_reloads, "ok"), 1);
+    atomic_store(&G.last_reload_ok, true);
+    atomic_store(&G.last_reload_ts, (double)gw_wall_ns() / 1e9);
     gw_log_info("config reloaded (generation %llu, %zu backends)",
                 (unsigned long long)nc->generation, nc->nbackends);
 }
@@ -537,6 +549,16 @@ int gw_serve(const char *config_path)
     G.metrics = gw_metrics_new();
     gw_series_set(gw_metrics_getv(G.metrics, &gw_m_build, GW_VERSION), 1);
     G.access_fd = open_access_log(cfg->access_log);
+    atomic_store(&G.last_reload_ok, true);
+    atomic_store(&G.last_reload_ts, (double)gw_wall_ns() / 1e9);
+    if (cfg->otlp_endpoint) {
+        G.tracer = gw_tracer_start(cfg);
+        if (G.tracer)
+            gw_log_info("tracing: OTLP/HTTP JSON to %s, sampling %.2f", cfg->otlp_endpoint,
+                        cfg->otlp_sample);
+        else
+            gw_log_error("tracing: could not start the exporter; traces are off");
+    }
     if (cfg->nkeys == 0)
         gw_log_warn("auth.keys is empty: the API accepts requests without a key");
 
@@ -628,6 +650,13 @@ int gw_serve(const char *config_path)
     }
     uv_run(G.loop, UV_RUN_DEFAULT);
     uv_loop_close(G.loop);
+    if (G.tracer) {
+        /* the workers are gone: every span is queued; send them */
+        struct gw_tracer_stats ts;
+        gw_tracer_stop(G.tracer, 5000);
+        (void)ts;
+        G.tracer = NULL;
+    }
     free(G.workers);
     gw_metrics_free(G.metrics);
     gw_config_unref(G.cfg);

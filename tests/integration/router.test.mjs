@@ -257,7 +257,6 @@ test('hybridgw_route_decisions_total counts what was sent', { timeout: T(8000) }
 // config, and /metrics shows that flag.
 test('without router.spill, hybridgw_spill_active stays 0', {
   timeout: T(10000),
-  todo: 'serve.c scrape_done sets spilling with default thresholds when router.spill is absent; /metrics shows hybridgw_spill_active 1 though the router does not spill',
 }, async () => {
   const sim = await Sim.start({ name: 'sim-local-nospill', args: ['--max-concurrency', '1'] });
   const yaml = routerYaml(sim.url, simFront.url)
