@@ -25,7 +25,7 @@ ARG HYBRIDGW_UID=10001
 # Runtime libraries only (no -dev packages, no compiler); curl is for HEALTHCHECK.
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      libuv1 libhttp-parser2.9 libcurl4 libjansson4 libyaml-0-2 libpcre2-8-0 libssl3 \
+      libuv1 libhttp-parser2.9 libcurl4 libjansson4 libyaml-0-2 libpcre2-8-0 libssl3 libsqlite3-0 libpq5 \
       ca-certificates curl \
  && rm -rf /var/lib/apt/lists/* \
  && groupadd --system --gid "${HYBRIDGW_UID}" hybridgw \

@@ -169,6 +169,10 @@ struct gw_config {
     char *access_log;                /* "stdout", "stderr", "off" or a path */
     char *log_level;                 /* "info" default */
 
+    /* ledger: the spend ledger (and, later, keys and budgets) */
+    char *ledger_url;                /* "sqlite://..." or "postgres://..."; NULL: off */
+    uint64_t ledger_queue;           /* records held in memory at most; 10000 */
+
     /* cost.reference: the backend whose prices give the counterfactual
      * ("had it gone to the frontier"); default the first frontier backend
      * with a per-token price */

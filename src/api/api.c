@@ -21,6 +21,7 @@
 #include "provider/provider.h"
 #include "router/router.h"
 #include "telemetry/trace.h"
+#include "gateway/ledger_writer.h"
 #include "translate/translate.h"
 
 /* ---- metrics families ---- */
@@ -154,6 +155,25 @@ void gw_gateway_render_metrics(struct gw_gateway *gw, const struct gw_config *cf
                            "hybridgw_trace_spans_total{result=\"failed\"} %llu\n",
                       (unsigned long long)ts.exported, (unsigned long long)ts.dropped,
                       (unsigned long long)ts.failed);
+    }
+    gw_buf_puts(out, "# HELP hybridgw_ledger_records_total Spend ledger records by result "
+                     "(written, dropped: queue full, failed: not written by shutdown).\n"
+                     "# TYPE hybridgw_ledger_records_total counter\n");
+    if (gw->ledger) {
+        struct gw_ledger_stats ls;
+        gw_ledger_stats(gw->ledger, &ls);
+        gw_buf_printf(out, "hybridgw_ledger_records_total{result=\"written\"} %llu\n"
+                           "hybridgw_ledger_records_total{result=\"dropped\"} %llu\n"
+                           "hybridgw_ledger_records_total{result=\"failed\"} %llu\n",
+                      (unsigned long long)ls.written, (unsigned long long)ls.dropped,
+                      (unsigned long long)ls.failed);
+    }
+    gw_buf_puts(out, "# HELP hybridgw_ledger_queue_records Ledger records waiting to be "
+                     "written.\n# TYPE hybridgw_ledger_queue_records gauge\n");
+    if (gw->ledger) {
+        struct gw_ledger_stats ls;
+        gw_ledger_stats(gw->ledger, &ls);
+        gw_buf_printf(out, "hybridgw_ledger_queue_records %llu\n", (unsigned long long)ls.queued);
     }
     gw_buf_puts(out, "# HELP hybridgw_trace_queue_spans Spans waiting for export now.\n"
                      "# TYPE hybridgw_trace_queue_spans gauge\n");

@@ -48,6 +48,7 @@
 #include "provider/provider.h"
 #include "router/router.h"
 #include "telemetry/trace.h"
+#include "gateway/ledger_writer.h"
 #include "translate/translate.h"
 
 #define MAX_CANDIDATES 8
@@ -1365,6 +1366,35 @@ static void emit_spans(struct proxy *p, uint64_t end_unix_ns)
     gw_tracer_submit(tr, spans, n);
 }
 
+/* The request's cost record, for the spend ledger (answered requests only:
+ * a refused one cost nothing billable). */
+static void ledger_write(struct proxy *p, uint64_t end_unix_ns)
+{
+    struct gw_ledger *l = p->w->gw->ledger;
+    if (!l || !p->b || !p->cost_done)
+        return;
+    struct gw_spend_rec r;
+    memset(&r, 0, sizeof(r));
+    snprintf(r.request_id, sizeof(r.request_id), "%s", p->reqid);
+    r.ts_ms = (int64_t)(end_unix_ns / 1000000ull);
+    snprintf(r.key_name, sizeof(r.key_name), "%s", p->key_name);
+    snprintf(r.tier, sizeof(r.tier), "%s", gw_tier_str(p->b->tier));
+    snprintf(r.backend, sizeof(r.backend), "%s", p->b->name);
+    snprintf(r.model, sizeof(r.model), "%s", p->b->model);
+    if (p->route.label)
+        snprintf(r.label, sizeof(r.label), "%s", p->route.label);
+    r.status = p->status;
+    r.input_tokens = GW_MAX(p->usage.prompt_tokens, 0);
+    r.output_tokens = GW_MAX(p->usage.completion_tokens, 0);
+    r.cached_tokens = GW_MAX(p->usage.cached_tokens, 0);
+    r.cache_write_tokens = GW_MAX(p->usage.cache_write_tokens, 0);
+    r.reasoning_tokens = GW_MAX(p->usage.reasoning_tokens, 0);
+    r.cost_usd = p->cost.usd;
+    r.counterfactual_usd = p->cost.counterfactual_usd;
+    r.estimated = p->cost.estimated_usage;
+    gw_ledger_submit(l, &r);
+}
+
 static void finalize(struct proxy *p)
 {
     struct gw_worker *w = p->w;
@@ -1417,6 +1447,7 @@ static void finalize(struct proxy *p)
     }
     alog_write(p, end);
     emit_spans(p, p->start_unix_ns + (end - p->t0_ns));
+    ledger_write(p, p->start_unix_ns + (end - p->t0_ns));
     if (p->req) {
         /* not expected: every path answers first; don't leave it hanging */
         gw_http_req_set_abort(p->req, NULL, NULL);

@@ -694,54 +694,6 @@ static int check_map(struct ld *ld, yaml_node_t *map, const char *path,
     return GW_OK;
 }
 
-/* Accepted-but-inactive sections: any shape, but well formed (string keys,
- * no duplicates) and of bounded depth and size. */
-static int walk_ignored(struct ld *ld, yaml_node_t *n, const char *path, int depth)
-{
-    char sub[PATH_MAX_LEN];
-    if (depth > MAX_DEPTH)
-        return fail(ld, n, path, "nested more than %d levels deep", MAX_DEPTH);
-    if (visit(ld, n, path, 1))
-        return GW_ERR;
-    switch (n->type) {
-    case YAML_SEQUENCE_NODE:
-        for (size_t i = 0; i < nitems(n); i++) {
-            pathf(sub, sizeof(sub), "%s[%zu]", path, i);
-            yaml_node_t *item = node_at(ld, n->data.sequence.items.start[i]);
-            if (item && walk_ignored(ld, item, sub, depth + 1))
-                return GW_ERR;
-        }
-        return GW_OK;
-    case YAML_MAPPING_NODE:
-        if (check_map(ld, n, path, NULL, 0))
-            return GW_ERR;
-        for (yaml_node_pair_t *p = n->data.mapping.pairs.start; p < n->data.mapping.pairs.top;
-             p++) {
-            path_key(sub, path, node_at(ld, p->key));
-            yaml_node_t *v = node_at(ld, p->value);
-            if (v && walk_ignored(ld, v, sub, depth + 1))
-                return GW_ERR;
-        }
-        return GW_OK;
-    default:
-        return GW_OK;
-    }
-}
-
-/* An ignored section that must be a mapping when present. */
-static int ignored_map(struct ld *ld, yaml_node_t *v, const char *path)
-{
-    if (is_null(v))
-        return GW_OK;
-    if (v->type != YAML_MAPPING_NODE)
-        return fail(ld, v, path, "expected a mapping, got %s", type_name(v));
-    return walk_ignored(ld, v, path, 0);
-}
-
-/* ------------------------------------------------------------------------
- * Typed scalar values. Each interpolates first.
- * ------------------------------------------------------------------------ */
-
 /* The interpolated text of scalar v, malloc'd, in *out. secret: the value
  * is a key (see interpolate()). */
 static int get_scalar(struct ld *ld, const yaml_node_t *v, const char *path, char **out,
@@ -914,6 +866,7 @@ static void config_free(struct gw_config *c)
     }
     free(c->rules);
     free(c->cost_reference);
+    free_secret(c->ledger_url);
     free(c->otlp_endpoint);
     for (size_t i = 0; i < c->notlp_headers; i++) {
         free(c->otlp_header_names[i]);
@@ -1932,6 +1885,41 @@ static int parse_otlp(struct ld *ld, yaml_node_t *map, const char *path, struct 
     return GW_OK;
 }
 
+/* ledger: { database: URL, queue: N } */
+static int parse_ledger(struct ld *ld, yaml_node_t *map, struct gw_config *c)
+{
+    static const char *const keys[] = {"database", "queue"};
+    if (check_map(ld, map, "ledger", keys, GW_ARRAY_LEN(keys)))
+        return GW_ERR;
+    for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top;
+         p++) {
+        yaml_node_t *k = node_at(ld, p->key), *v = node_at(ld, p->value);
+        char sub[PATH_MAX_LEN];
+        path_key(sub, "ledger", k);
+        if (is_null(v))
+            continue;
+        if (scalar_is(k, "database")) {
+            char *u;
+            if (get_scalar(ld, v, sub, &u, true)) /* may hold a password */
+                return GW_ERR;
+            if (!*u) {
+                free(u);
+                continue;
+            }
+            if (strncmp(u, "sqlite:", 7) != 0 && strncmp(u, "postgres://", 11) != 0 &&
+                strncmp(u, "postgresql://", 13) != 0) {
+                free_secret(u);
+                return fail(ld, v, sub, "must start with sqlite: or postgres://");
+            }
+            free_secret(c->ledger_url);
+            c->ledger_url = u;
+        } else if (get_uint(ld, v, sub, &c->ledger_queue, 1, 10000000)) {
+            return GW_ERR;
+        }
+    }
+    return GW_OK;
+}
+
 static int parse_cost(struct ld *ld, yaml_node_t *map, struct gw_config *c)
 {
     static const char *const keys[] = {"reference"};
@@ -2026,8 +2014,6 @@ static int parse_router(struct ld *ld, yaml_node_t *map, struct gw_config *c)
         } else if (scalar_is(k, "fallback")) {
             if (parse_fallback(ld, v, path, c))
                 return GW_ERR;
-        } else if (walk_ignored(ld, v, path, 0)) {
-            return GW_ERR;
         }
     }
     return GW_OK;
@@ -2108,8 +2094,8 @@ static int parse_root(struct ld *ld, yaml_node_t *root, struct gw_config *c)
             rc = parse_telemetry(ld, v, c);
         } else if (scalar_is(k, "cost")) {
             rc = parse_cost(ld, v, c);
-        } else { /* ledger: not active yet */
-            rc = ignored_map(ld, v, path);
+        } else {
+            rc = parse_ledger(ld, v, c);
         }
         if (rc)
             return GW_ERR;
@@ -2196,6 +2182,7 @@ static struct gw_config *config_new(const char *name)
     c->otlp_interval_ms = 1000;
     c->otlp_timeout_ms = 5000;
     c->service_name = gw_strdup("hybridgw");
+    c->ledger_queue = 10000;
     c->frontier_threshold = 0.3;
     c->spill_waiting_above = 8;
     c->spill_kv_above = 0.9;

@@ -116,6 +116,7 @@ struct gw_worker {
 };
 
 struct gw_tracer;
+struct gw_ledger;
 
 struct gw_gateway {
     char *config_path;
@@ -129,6 +130,7 @@ struct gw_gateway {
     uv_timer_t health_timer;
     struct gw_metrics *metrics;     /* main thread's registry */
     struct gw_tracer *tracer;       /* NULL when telemetry.otlp is off */
+    struct gw_ledger *ledger;       /* NULL when ledger.database is not set */
     atomic_bool last_reload_ok;     /* the last load (start or SIGHUP) worked */
     _Atomic double last_reload_ts;  /* unix seconds of that load */
     int access_fd;                  /* -1 when off */

@@ -24,6 +24,7 @@
 #include "provider/provider.h"
 #include "router/router.h"
 #include "telemetry/trace.h"
+#include "gateway/ledger_writer.h"
 
 static struct gw_gateway G;
 static uv_signal_t sig_term, sig_int, sig_hup;
@@ -417,6 +418,9 @@ static void reload(void)
         atomic_store(&G.last_reload_ts, (double)gw_wall_ns() / 1e9);
         return;
     }
+    if ((nc->ledger_url == NULL) != (G.cfg->ledger_url == NULL) ||
+        (nc->ledger_url && strcmp(nc->ledger_url, G.cfg->ledger_url) != 0))
+        gw_log_warn("reload: ledger.database changes need a restart; the ledger goes on as before");
     if ((nc->otlp_endpoint == NULL) != (G.cfg->otlp_endpoint == NULL) ||
         (nc->otlp_endpoint && strcmp(nc->otlp_endpoint, G.cfg->otlp_endpoint) != 0))
         gw_log_warn("reload: telemetry.otlp changes need a restart; tracing goes on as before");
@@ -551,6 +555,15 @@ int gw_serve(const char *config_path)
     G.access_fd = open_access_log(cfg->access_log);
     atomic_store(&G.last_reload_ok, true);
     atomic_store(&G.last_reload_ts, (double)gw_wall_ns() / 1e9);
+    if (cfg->ledger_url) {
+        G.ledger = gw_ledger_start(cfg->ledger_url, cfg->ledger_queue, err, sizeof(err));
+        if (!G.ledger) {
+            fprintf(stderr, "hybridgw: %s\n", err);
+            return 2;
+        }
+        gw_log_info("ledger: %s database, every request's cost record is appended",
+                    gw_ledger_kind(G.ledger));
+    }
     if (cfg->otlp_endpoint) {
         G.tracer = gw_tracer_start(cfg);
         if (G.tracer)
@@ -650,6 +663,11 @@ int gw_serve(const char *config_path)
     }
     uv_run(G.loop, UV_RUN_DEFAULT);
     uv_loop_close(G.loop);
+    if (G.ledger) {
+        /* the workers are gone: every record is queued; write them */
+        gw_ledger_stop(G.ledger, 10000);
+        G.ledger = NULL;
+    }
     if (G.tracer) {
         /* the workers are gone: every span is queued; send them */
         struct gw_tracer_stats ts;

@@ -612,12 +612,7 @@ static void test_env_in_config(void **state)
     assert_int_equal(c->backends[0].context_window, 4096);
     gw_config_unref(c);
 
-    /* Inactive sections are not interpolated: an unset variable there is fine. */
-    c = load(BACKEND "ledger:\n  db: { auth: \"${HGW_T_UNSET}\" }\n", err, sizeof(err));
-    if (!c)
-        fail_msg("%s", err);
-    gw_config_unref(c);
-    /* telemetry is active: there it is an error naming the variable */
+    /* an unset variable in telemetry is an error naming the variable */
     c = load(BACKEND "telemetry:\n  otlp: { headers: { auth: \"${HGW_T_UNSET}\" } }\n", err,
              sizeof(err));
     assert_null(c);
@@ -785,7 +780,7 @@ static void test_hostile(void **state)
         deep[n++] = ']';
     deep[n++] = '\n';
     deep[n] = '\0';
-    expect_error(deep, "ledger.x", "nested more than");
+    expect_error(deep, "ledger.x", "unknown key");
     free(deep);
 
     /* "billion laughs": 10^7 nodes from a few lines. */
@@ -797,7 +792,7 @@ static void test_hostile(void **state)
                          "  e: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d, *d]\n"
                          "  f: &f [*e, *e, *e, *e, *e, *e, *e, *e, *e, *e]\n"
                          "  g: &g [*f, *f, *f, *f, *f, *f, *f, *f, *f, *f]\n",
-                 "t.yaml:", "document too large");
+                 "t.yaml:", "ledger.a");
 
     /* Arbitrary bytes, including NULs, and no error buffer. */
     static const char junk[] = "\x00\xff\xfe{[:\n\t- &a *a\x01";
