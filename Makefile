@@ -19,7 +19,7 @@ BUILD := build
 ASAN_BUILD := build-asan
 FUZZ_BUILD := build-fuzz
 
-.PHONY: all deps build run test unit integration deploy-test test-sanitize fuzz fuzz-smoke bench clean format
+.PHONY: all deps build run test unit ledger-pg integration deploy-test test-sanitize fuzz fuzz-smoke bench clean format
 
 all: build
 
@@ -39,6 +39,10 @@ run: build
 unit: build
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
 
+# the store's tests against a real PostgreSQL (77: not installed -> skipped)
+ledger-pg: build
+	tests/ledger/run-pg $(BUILD)/test_store || [ $$? -eq 77 ]
+
 integration: build
 	HYBRIDGW_BUILD=$(abspath $(BUILD)) tests/integration/run
 
@@ -47,6 +51,7 @@ deploy-test:
 
 test: build
 	$(MAKE) --no-print-directory unit
+	$(MAKE) --no-print-directory ledger-pg
 	$(MAKE) --no-print-directory integration
 	$(MAKE) --no-print-directory deploy-test
 
@@ -57,6 +62,7 @@ $(ASAN_BUILD)/build.ninja: CMakeLists.txt
 test-sanitize: deps $(ASAN_BUILD)/build.ninja
 	ninja -C $(ASAN_BUILD) -j $(JOBS)
 	cd $(ASAN_BUILD) && ASAN_OPTIONS=detect_leaks=1 ctest --output-on-failure -j $(JOBS)
+	ASAN_OPTIONS=detect_leaks=1 tests/ledger/run-pg $(ASAN_BUILD)/test_store || [ $$? -eq 77 ]
 	HYBRIDGW_BUILD=$(abspath $(ASAN_BUILD)) HYBRIDGW_SANITIZED=1 tests/integration/run
 
 $(FUZZ_BUILD)/build.ninja: CMakeLists.txt

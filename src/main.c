@@ -9,6 +9,7 @@
 #include "hybridgw/core.h"
 #include "hybridgw/log.h"
 #include "gateway/serve.h"
+#include "ledger/cli.h"
 #include "router/cli.h"
 #include "router/route_cli.h"
 
@@ -24,10 +25,15 @@ static void usage(FILE *f)
             "                                explain the routing decision for a request\n"
             "  hybridgw train --data FILE.jsonl --out MODEL   train the task classifier\n"
             "  hybridgw eval --data FILE.jsonl [--model MODEL] score classifier and router\n"
+            "  hybridgw keys create|list|show|update|revoke|rotate|team-set|teams ...\n"
+            "                                virtual keys and team budgets (keys help)\n"
+            "  hybridgw spend --by key|team|model|tier|backend [--since 7d] [--json]\n"
+            "                                spend report from the ledger\n"
             "  hybridgw version              print the version\n"
             "\n"
             "environment:\n"
-            "  HYBRIDGW_LOG_LEVEL   error|warn|info|debug (overrides log_level)\n",
+            "  HYBRIDGW_LOG_LEVEL     error|warn|info|debug (overrides log_level)\n"
+            "  HYBRIDGW_DATABASE_URL  the ledger database for keys and spend (or --db URL)\n",
             GW_VERSION);
 }
 
@@ -92,6 +98,10 @@ int main(int argc, char **argv)
         return gw_cmd_train(argc - 1, argv + 1);
     if (strcmp(cmd, "eval") == 0)
         return gw_cmd_eval(argc - 1, argv + 1);
+    if (strcmp(cmd, "keys") == 0)
+        return gw_cmd_keys(argc - 1, argv + 1);
+    if (strcmp(cmd, "spend") == 0)
+        return gw_cmd_spend(argc - 1, argv + 1);
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
         printf("hybridgw %s\n", GW_VERSION);
         return 0;

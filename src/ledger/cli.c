@@ -853,7 +853,7 @@ static void on_spend_row(const struct gw_spend_row *r, void *ud)
                               "counterfactual_usd", r->counterfactual_usd, "saved_usd", saved));
         return;
     }
-    printf("%-32s %9lld %13lld %13lld %12.4f %15.4f %12.4f\n", g, (long long)r->requests,
+    printf("%-32s %9lld %13lld %13lld %12.6f %15.6f %12.6f\n", g, (long long)r->requests,
            (long long)r->input_tokens, (long long)r->output_tokens, r->cost_usd,
            r->counterfactual_usd, saved);
 }
@@ -928,7 +928,7 @@ int gw_cmd_spend(int argc, char **argv)
         print_json(j);
         rc = 0;
     } else {
-        printf("%-32s %9lld %13lld %13lld %12.4f %15.4f %12.4f\n", "TOTAL",
+        printf("%-32s %9lld %13lld %13lld %12.6f %15.6f %12.6f\n", "TOTAL",
                (long long)c.total.requests, (long long)c.total.input_tokens,
                (long long)c.total.output_tokens, c.total.cost_usd, c.total.counterfactual_usd,
                c.total.counterfactual_usd - c.total.cost_usd);

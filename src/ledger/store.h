@@ -146,7 +146,8 @@ int gw_store_spend_report(struct gw_store *s, const char *by, int64_t since,
  * - gw_store_key_revoke of an already revoked key is OK; NOT_FOUND for an
  *   unknown id. gw_store_key_rotate of a revoked key is GW_STORE_ERR.
  * - gw_store_key_list / gw_store_spend_report read all rows before the
- *   first callback, so a callback may call the store.
+ *   first callback, so a callback may call the store. Keys created in the
+ *   same second are listed by id.
  * - "key" in gw_store_spend_report groups by key name.
  */
 
