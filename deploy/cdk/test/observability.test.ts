@@ -402,7 +402,11 @@ describe('observability: rules', () => {
     const circuit = RULES.find((r) => r.rule.alert === 'HybridgwCircuitOpen');
     assert.equal(circuit?.rule.for, '2m');
     assert.match(String(circuit?.rule.expr), /hybridgw_circuit_state\s*==\s*1/);
-    assert.ok(!RULES.some((r) => /budget/i.test(JSON.stringify(r.rule))), 'a budget alert needs budget metrics the gateway does not export yet');
+    // the spend-burn alert works on hybridgw_cost_usd_total; per-key and per-team
+    // budget alerts need budget metrics the gateway does not export yet
+    const burn = RULES.find((r) => r.rule.alert === 'HybridgwSpendBurnHigh');
+    assert.ok(burn, 'a spend-burn alert');
+    assert.deepEqual(promqlRefs(String(burn?.rule.expr)).metrics, ['hybridgw_cost_usd_total']);
   });
 
   for (const f of ruleFiles) {
@@ -492,9 +496,13 @@ const RULE_TESTS = {
         { series: 'hybridgw_route_decisions_total{stage="spill",label="none",tier="frontier"}', values: '0+30x40' },
         { series: 'hybridgw_route_decisions_total{stage="classifier",label="code",tier="local"}', values: '0+30x40' },
         { series: 'hybridgw_fallbacks_total{from="local-a",to="frontier-b",reason="connect"}', values: '0+1x40' },
+        // 1 USD a minute on the frontier: 1,440 USD a day projected
+        { series: 'hybridgw_cost_usd_total{tier="frontier",backend="claude"}', values: '0+1x100' },
       ],
       alert_rule_test: [
         { eval_time: '4m', alertname: 'HybridgwHighErrorRate', exp_alerts: [] },
+        { eval_time: '10m', alertname: 'HybridgwSpendBurnHigh', exp_alerts: [] },
+        { eval_time: '80m', alertname: 'HybridgwSpendBurnHigh', exp_alerts: [{ exp_labels: { severity: 'warning' } }] },
         { eval_time: '12m', alertname: 'HybridgwHighErrorRate', exp_alerts: [{ exp_labels: { severity: 'critical' } }] },
         { eval_time: '6m', alertname: 'HybridgwCircuitOpen', exp_alerts: [] },
         { eval_time: '8m', alertname: 'HybridgwCircuitOpen', exp_alerts: [{ exp_labels: { severity: 'warning', backend: 'local-a', url: 'http://a:8000', instance: 'gw-0' } }] },
