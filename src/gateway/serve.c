@@ -646,11 +646,12 @@ int gw_serve(const char *config_path)
         char host[128];
         gw_log_info("hybridgw %s: %u workers, %zu backends, config generation %llu", GW_VERSION,
                     G.nworkers, cfg->nbackends, (unsigned long long)cfg->generation);
-        gw_log_info("listening on http://%s:%d", addr_host(cfg->listen, host, sizeof(host)),
-                    G.listen_port);
+        /* printed whatever the log level: scripts and tests read the ports */
+        gw_log_write(GW_LOG_INFO, "listening on http://%s:%d",
+                     addr_host(cfg->listen, host, sizeof(host)), G.listen_port);
         if (G.admin)
-            gw_log_info("admin listening on http://%s:%d",
-                        addr_host(cfg->admin_listen, host, sizeof(host)), G.admin_port);
+            gw_log_write(GW_LOG_INFO, "admin listening on http://%s:%d",
+                         addr_host(cfg->admin_listen, host, sizeof(host)), G.admin_port);
     }
     uv_run(G.loop, UV_RUN_DEFAULT);
     for (unsigned i = 0; i < G.nworkers; i++) {
