@@ -21,6 +21,7 @@
 #include "provider/provider.h"
 #include "router/router.h"
 #include "telemetry/trace.h"
+#include "gateway/keys.h"
 #include "gateway/ledger_writer.h"
 #include "translate/translate.h"
 
@@ -553,20 +554,24 @@ void gw_api_on_head(struct gw_http_req *req)
                           "Method not allowed; use GET.");
         return;
     }
-    bool may_force = false;
-    const char *key = gw_auth_check(w->cfg, req, &may_force);
-    if (!key) {
-        gw_str a = gw_http_req_header(req, "authorization");
-        gw_str x = gw_http_req_header(req, "x-api-key");
-        const char *msg = (a.p || x.p) ? "Incorrect API key provided."
-                                       : "Missing API key: send Authorization: Bearer <key> or x-api-key.";
+    struct gw_auth au;
+    if (gw_auth_check(w->cfg, w->keyset, req, &au) != 0) {
         if (ep == EP_MESSAGES || ep == EP_COUNT_TOKENS)
-            send_anthropic_error(req, 401, msg);
+            send_anthropic_error(req, 401, au.why);
         else
-            gw_api_send_error(req, 401, "invalid_request_error", "invalid_api_key", NULL, msg);
+            gw_api_send_error(req, 401, "invalid_request_error", "invalid_api_key", NULL, au.why);
         return;
     }
+    const char *key = au.name;
+    bool may_force = au.may_force_tier;
     struct gw_req_meta *meta = gw_req_meta(w, req);
+    if (au.vkey) {
+        meta->vk = gw_arena_alloc(gw_http_req_arena(req), sizeof(*meta->vk));
+        snprintf(meta->vk->id, sizeof(meta->vk->id), "%s", au.vkey->id);
+        snprintf(meta->vk->team, sizeof(meta->vk->team), "%s", au.vkey->team);
+        snprintf(meta->vk->allowed_models, sizeof(meta->vk->allowed_models), "%s",
+                 au.vkey->allowed_models);
+    }
     snprintf(meta->key, sizeof(meta->key), "%s", key);
     meta->authed = true;
     meta->may_force_tier = may_force;

@@ -93,6 +93,8 @@ struct proxy {
     char reqid[68];
     char client_model[96];
     char key_name[64];
+    char key_id[32];                /* a virtual key's id, "" for static keys */
+    char team[65];
     char fallback_from[64];         /* first backend, when another one answered */
     const char *error_kind;         /* for the log; NULL when fine */
     char error_msg[256];
@@ -1378,6 +1380,8 @@ static void ledger_write(struct proxy *p, uint64_t end_unix_ns)
     snprintf(r.request_id, sizeof(r.request_id), "%s", p->reqid);
     r.ts_ms = (int64_t)(end_unix_ns / 1000000ull);
     snprintf(r.key_name, sizeof(r.key_name), "%s", p->key_name);
+    snprintf(r.key_id, sizeof(r.key_id), "%.24s", p->key_id);
+    snprintf(r.team, sizeof(r.team), "%s", p->team);
     snprintf(r.tier, sizeof(r.tier), "%s", gw_tier_str(p->b->tier));
     snprintf(r.backend, sizeof(r.backend), "%s", p->b->name);
     snprintf(r.model, sizeof(r.model), "%s", p->b->model);
@@ -1536,6 +1540,10 @@ void gw_proxy_handle(struct gw_worker *w, struct gw_http_req *req, enum gw_endpo
     p->deadline_ns = p->t0_ns + p->cfg->retry_deadline_ms * 1000000ull;
     struct gw_req_meta *meta = gw_req_meta(w, req);
     snprintf(p->key_name, sizeof(p->key_name), "%s", meta->key);
+    if (meta->vk) {
+        snprintf(p->key_id, sizeof(p->key_id), "%s", meta->vk->id);
+        snprintf(p->team, sizeof(p->team), "%s", meta->vk->team);
+    }
     snprintf(p->reqid, sizeof(p->reqid), "%s", meta->id);
     meta->self_logged = true;
     gw_usage_init(&p->usage);
@@ -1591,6 +1599,25 @@ void gw_proxy_handle(struct gw_worker *w, struct gw_http_req *req, enum gw_endpo
     }
     const char *model = json_string_value(json_object_get(p->json, "model"));
     snprintf(p->client_model, sizeof(p->client_model), "%s", model);
+    if (meta->vk) {
+        /* a virtual key's allowed models, and "frontier" only for keys that
+         * may force the tier */
+        struct gw_vkey probe;
+        snprintf(probe.allowed_models, sizeof(probe.allowed_models), "%s",
+                 meta->vk->allowed_models);
+        if (!gw_vkey_allows_model(&probe, model)) {
+            char msg[200];
+            snprintf(msg, sizeof(msg), "This API key may not use the model `%.100s`.", model);
+            gw_utf8_trim(msg);
+            fail(p, 403, "permission_error", "model_not_allowed", "model", msg);
+            return;
+        }
+        if (strcmp(model, "frontier") == 0 && !meta->may_force_tier) {
+            fail(p, 403, "permission_error", "tier_not_allowed", "model",
+                 "This API key may not force the frontier tier; use model auto.");
+            return;
+        }
+    }
     p->prompt_chars = text_chars(json_object_get(p->json, "messages")) +
                       text_chars(json_object_get(p->json, "system"));
     json_t *mt = json_object_get(p->json, "max_completion_tokens");

@@ -10,6 +10,7 @@
 #include <openssl/sha.h>
 
 #include "gateway/gateway.h"
+#include "gateway/keys.h"
 
 static gw_str presented_key(struct gw_http_req *req)
 {
@@ -22,26 +23,50 @@ static gw_str presented_key(struct gw_http_req *req)
     return gw_http_req_header(req, "x-api-key");
 }
 
-const char *gw_auth_check(const struct gw_config *cfg, struct gw_http_req *req,
-                          bool *may_force_tier)
+int gw_auth_check(const struct gw_config *cfg, const struct gw_keyset *ks,
+                  struct gw_http_req *req, struct gw_auth *out)
 {
-    *may_force_tier = cfg->nkeys == 0; /* an open gateway trusts everyone */
-    if (cfg->nkeys == 0)
-        return "";
+    memset(out, 0, sizeof(*out));
+    bool open = cfg->nkeys == 0 && (!ks || ks->n == 0) && !cfg->ledger_url;
+    if (open) {
+        out->name = "";
+        out->may_force_tier = true; /* an open gateway trusts everyone */
+        return 0;
+    }
     gw_str k = presented_key(req);
-    if (!k.p || k.len == 0)
-        return NULL;
+    if (!k.p || k.len == 0) {
+        out->why = "Missing API key: send Authorization: Bearer <key> or x-api-key.";
+        return 401;
+    }
     unsigned char d[SHA256_DIGEST_LENGTH];
     SHA256((const unsigned char *)k.p, k.len, d);
-    const char *name = NULL;
     for (size_t i = 0; i < cfg->nkeys; i++) {
         int diff = CRYPTO_memcmp(d, cfg->keys[i].sha256, sizeof(d));
-        if (diff == 0 && !name) {
-            name = cfg->keys[i].name;
-            *may_force_tier = cfg->keys[i].may_force_tier;
+        if (diff == 0 && !out->name) {
+            out->name = cfg->keys[i].name;
+            out->may_force_tier = cfg->keys[i].may_force_tier;
         }
     }
-    return name;
+    if (out->name)
+        return 0;
+    const struct gw_vkey *vk = gw_keyset_find(ks, d);
+    if (!vk) {
+        out->why = "Incorrect API key provided.";
+        return 401;
+    }
+    int64_t now = (int64_t)(gw_wall_ns() / 1000000000ull);
+    if (vk->revoked_at) {
+        out->why = "This API key has been revoked.";
+        return 401;
+    }
+    if (vk->expires_at && vk->expires_at <= now) {
+        out->why = "This API key has expired.";
+        return 401;
+    }
+    out->name = vk->name;
+    out->may_force_tier = vk->may_force_tier;
+    out->vkey = vk;
+    return 0;
 }
 
 static bool id_char_ok(char c)

@@ -90,6 +90,7 @@ enum {
     GW_CMD_RELOAD = 1 << 0,
     GW_CMD_DRAIN = 1 << 1,
     GW_CMD_STOP = 1 << 2,   /* abort what is left and exit the loop */
+    GW_CMD_KEYS = 1 << 3,   /* pick up the new virtual key set */
 };
 
 struct gw_worker {
@@ -102,6 +103,7 @@ struct gw_worker {
     struct gw_http_server *server;
     struct gw_upstream *upstream;
     struct gw_config *cfg;          /* this worker's current snapshot (one ref) */
+    struct gw_keyset *keyset;       /* this worker's virtual keys (one ref), or NULL */
     struct gw_metrics *metrics;
     struct gw_buf alog;             /* access-log lines waiting for a write */
     uv_prepare_t flush;             /* before sleep: write the access log */
@@ -131,6 +133,9 @@ struct gw_gateway {
     struct gw_metrics *metrics;     /* main thread's registry */
     struct gw_tracer *tracer;       /* NULL when telemetry.otlp is off */
     struct gw_ledger *ledger;       /* NULL when ledger.database is not set */
+    struct gw_store *store;         /* main thread's own connection (keys) */
+    struct gw_keyset *keyset;       /* latest; guarded by cfg_lock */
+    uv_timer_t keys_timer;
     atomic_bool last_reload_ok;     /* the last load (start or SIGHUP) worked */
     _Atomic double last_reload_ts;  /* unix seconds of that load */
     int access_fd;                  /* -1 when off */
@@ -166,8 +171,19 @@ void gw_gateway_render_metrics(struct gw_gateway *gw, const struct gw_config *cf
 /* Check the request's Authorization: Bearer / x-api-key against the keys.
  * Returns the key's name, "" when auth is off, or NULL when rejected.
  * Compares SHA-256 digests in constant time against every key. */
-const char *gw_auth_check(const struct gw_config *cfg, struct gw_http_req *req,
-                          bool *may_force_tier);
+struct gw_keyset;
+struct gw_vkey;
+struct gw_auth {
+    const char *name;             /* the key's name; "" when the gateway is open */
+    bool may_force_tier;
+    const struct gw_vkey *vkey;   /* a virtual key (in the keyset), NULL for static ones */
+    const char *why;              /* the client's message when rejected */
+};
+/* Returns 0 (accepted, *out filled) or 401 (out->why says why: missing,
+ * incorrect, revoked, expired). Static keys from config first (constant-
+ * time compare with each), then virtual keys by the secret's SHA-256. */
+int gw_auth_check(const struct gw_config *cfg, const struct gw_keyset *ks,
+                  struct gw_http_req *req, struct gw_auth *out);
 
 /* ---- request ids ---- */
 /* Use the client's x-request-id when it is sane, else make one; out must
@@ -180,6 +196,14 @@ void gw_api_on_request(struct gw_http_req *req);
 void gw_api_on_error(struct gw_http_req *req, int status, const char *msg);
 void gw_api_on_complete(struct gw_http_req *req);
 
+/* What a request needs of its virtual key after the head (copied: the
+ * keyset may be replaced while the request runs). */
+struct gw_vkey_info {
+    char id[32];
+    char team[65];
+    char allowed_models[512];   /* "" = any */
+};
+
 /* What the API layer knows of a request from its head on; lives in the
  * request arena and is the request's data pointer. */
 struct gw_req_meta {
@@ -187,6 +211,7 @@ struct gw_req_meta {
     char key[64];         /* the key's name ("" when auth is off) */
     bool authed;          /* the key was accepted */
     bool may_force_tier;  /* the key may send x-hybridgw-tier */
+    struct gw_vkey_info *vk; /* a virtual key's details, NULL for static keys */
     bool self_logged;     /* the handler writes its own access-log line */
 };
 /* The request's meta, made on first use (also for requests that never went

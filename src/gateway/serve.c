@@ -25,6 +25,7 @@
 #include "router/router.h"
 #include "telemetry/trace.h"
 #include "gateway/ledger_writer.h"
+#include "gateway/keys.h"
 
 static struct gw_gateway G;
 static uv_signal_t sig_term, sig_int, sig_hup;
@@ -127,6 +128,13 @@ static void on_worker_cmd(uv_async_t *a)
 {
     struct gw_worker *w = a->data;
     int cmd = atomic_exchange(&w->cmd, 0);
+    if (cmd & GW_CMD_KEYS) {
+        uv_mutex_lock(&w->gw->cfg_lock);
+        struct gw_keyset *ks = gw_keyset_ref(w->gw->keyset);
+        uv_mutex_unlock(&w->gw->cfg_lock);
+        gw_keyset_unref(w->keyset);
+        w->keyset = ks;
+    }
     if (cmd & GW_CMD_RELOAD) {
         struct gw_config *c = gw_gateway_config(w->gw);
         gw_config_unref(w->cfg);
@@ -403,6 +411,34 @@ static void on_health_tick(uv_timer_t *tm)
     }
 }
 
+/* ---- virtual keys (main thread) ---- */
+
+static void on_keys_tick(uv_timer_t *t)
+{
+    struct gw_keyset *ks = gw_keyset_load(G.store);
+    if (!ks) {
+        static uint64_t last;
+        uint64_t now = gw_now_ns();
+        if (now - last > 10000000000ull) {
+            gw_log_error("keys: cannot read virtual keys from the %s database (%s); "
+                         "using the last set read",
+                         gw_store_kind(G.store), gw_store_error(G.store));
+            last = now;
+        }
+        return;
+    }
+    if (gw_keyset_same(ks, G.keyset)) {
+        gw_keyset_unref(ks);
+        return;
+    }
+    uv_mutex_lock(&G.cfg_lock);
+    struct gw_keyset *old = G.keyset;
+    G.keyset = ks;
+    uv_mutex_unlock(&G.cfg_lock);
+    gw_keyset_unref(old);
+    broadcast(GW_CMD_KEYS);
+}
+
 /* ---- reload, shutdown ---- */
 
 static void reload(void)
@@ -455,6 +491,10 @@ static void main_close_all(void)
     uv_close((uv_handle_t *)&sig_hup, NULL);
     uv_close((uv_handle_t *)&deadline_timer, NULL);
     uv_close((uv_handle_t *)&exited_async, NULL);
+    if (G.store) {
+        uv_timer_stop(&G.keys_timer);
+        uv_close((uv_handle_t *)&G.keys_timer, NULL);
+    }
     uv_timer_stop(&G.health_timer);
     uv_close((uv_handle_t *)&G.health_timer, NULL);
     if (G.health_up) {
@@ -564,6 +604,20 @@ int gw_serve(const char *config_path)
         gw_log_info("ledger: %s database, every request's cost record is appended",
                     gw_ledger_kind(G.ledger));
     }
+    if (cfg->ledger_url) {
+        G.store = gw_store_open(cfg->ledger_url, err, sizeof(err));
+        if (!G.store) {
+            fprintf(stderr, "hybridgw: %s\n", err);
+            return 2;
+        }
+        G.keyset = gw_keyset_load(G.store);
+        if (!G.keyset) {
+            fprintf(stderr, "hybridgw: cannot read virtual keys: %s\n", gw_store_error(G.store));
+            return 2;
+        }
+        gw_log_info("keys: %zu virtual keys from the %s database (re-read every second)",
+                    G.keyset->n, gw_store_kind(G.store));
+    }
     if (cfg->otlp_endpoint) {
         G.tracer = gw_tracer_start(cfg);
         if (G.tracer)
@@ -589,6 +643,7 @@ int gw_serve(const char *config_path)
         w->id = i;
         w->gw = &G;
         w->cfg = gw_config_ref(cfg);
+        w->keyset = gw_keyset_ref(G.keyset);
         w->metrics = gw_metrics_new();
         gw_buf_init(&w->alog, 0);
         gw_random_bytes(&w->rng, sizeof(w->rng));
@@ -643,6 +698,10 @@ int gw_serve(const char *config_path)
         uv_signal_start(&sig_int, on_signal, SIGINT);
         uv_signal_start(&sig_hup, on_signal, SIGHUP);
         uv_timer_start(&G.health_timer, on_health_tick, 0, 100);
+        if (G.store) {
+            uv_timer_init(G.loop, &G.keys_timer);
+            uv_timer_start(&G.keys_timer, on_keys_tick, 1000, 1000);
+        }
         char host[128];
         gw_log_info("hybridgw %s: %u workers, %zu backends, config generation %llu", GW_VERSION,
                     G.nworkers, cfg->nbackends, (unsigned long long)cfg->generation);
@@ -659,11 +718,18 @@ int gw_serve(const char *config_path)
         if (w->thread_started)
             uv_thread_join(&w->thread);
         gw_config_unref(w->cfg);
+        gw_keyset_unref(w->keyset);
         gw_metrics_free(w->metrics);
         gw_buf_free(&w->alog);
     }
     uv_run(G.loop, UV_RUN_DEFAULT);
     uv_loop_close(G.loop);
+    gw_keyset_unref(G.keyset);
+    G.keyset = NULL;
+    if (G.store) {
+        gw_store_close(G.store);
+        G.store = NULL;
+    }
     if (G.ledger) {
         /* the workers are gone: every record is queued; write them */
         gw_ledger_stop(G.ledger, 10000);
