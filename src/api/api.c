@@ -90,7 +90,13 @@ const struct gw_metric_family gw_m_counterfactual = {
     "(saved = counterfactual - cost).",
     GW_METRIC_COUNTER, {"tier", "backend", NULL}, NULL, 0};
 
+const struct gw_metric_family gw_m_budget = {
+    "hybridgw_budget_decisions_total",
+    "Requests a budget stopped: reject (402), downgrade (sent local), error (database down).",
+    GW_METRIC_COUNTER, {"action", NULL}, NULL, 0};
+
 static const struct gw_metric_family *const families[] = {
+    &gw_m_budget,
     &gw_m_itl, &gw_m_cost, &gw_m_counterfactual,
     &gw_m_build, &gw_m_requests, &gw_m_duration, &gw_m_ttft, &gw_m_inflight,
     &gw_m_upstream_errors, &gw_m_retries, &gw_m_fallbacks, &gw_m_tokens, &gw_m_decisions,
@@ -571,6 +577,11 @@ void gw_api_on_head(struct gw_http_req *req)
         snprintf(meta->vk->team, sizeof(meta->vk->team), "%s", au.vkey->team);
         snprintf(meta->vk->allowed_models, sizeof(meta->vk->allowed_models), "%s",
                  au.vkey->allowed_models);
+        snprintf(meta->vk->name, sizeof(meta->vk->name), "%s", au.vkey->name);
+        meta->vk->budget_day = au.vkey->budget_day;
+        meta->vk->budget_month = au.vkey->budget_month;
+        meta->vk->budget_total = au.vkey->budget_total;
+        meta->vk->downgrade = au.vkey->downgrade;
     }
     snprintf(meta->key, sizeof(meta->key), "%s", key);
     meta->authed = true;

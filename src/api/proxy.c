@@ -49,6 +49,7 @@
 #include "router/router.h"
 #include "telemetry/trace.h"
 #include "gateway/ledger_writer.h"
+#include "gateway/budget.h"
 #include "translate/translate.h"
 
 #define MAX_CANDIDATES 8
@@ -95,6 +96,9 @@ struct proxy {
     char key_name[64];
     char key_id[32];                /* a virtual key's id, "" for static keys */
     char team[65];
+    char rid[48];                   /* budget reservation, "" none */
+    bool reserving;                 /* waiting for the budget thread */
+    bool finalize_pending;          /* finalize asked while reserving */
     char fallback_from[64];         /* first backend, when another one answered */
     const char *error_kind;         /* for the log; NULL when fine */
     char error_msg[256];
@@ -1402,6 +1406,12 @@ static void ledger_write(struct proxy *p, uint64_t end_unix_ns)
 static void finalize(struct proxy *p)
 {
     struct gw_worker *w = p->w;
+    if (p->reserving) {
+        /* the budget thread still has our reservation request: finish
+         * when it answers (on_reserved), so the reservation is released */
+        p->finalize_pending = true;
+        return;
+    }
     uint64_t end = gw_now_ns();
     if (p->up) {
         gw_up_cancel(p->up);
@@ -1448,6 +1458,12 @@ static void finalize(struct proxy *p)
             if (v[i] > 0)
                 gw_series_inc(gw_metrics_getv(w->metrics, &gw_m_tokens, tier, backend, kinds[i]),
                               (double)v[i]);
+    }
+    if (p->rid[0] && w->gw->budget) {
+        if (p->cost_done && p->cost.known)
+            gw_budget_settle(w->gw->budget, p->rid, p->cost.usd);
+        else
+            gw_budget_release(w->gw->budget, p->rid);
     }
     alog_write(p, end);
     emit_spans(p, p->start_unix_ns + (end - p->t0_ns));
@@ -1513,6 +1529,82 @@ static void count_tokens_estimate(struct proxy *p)
     p->bytes_out += strlen(body);
     p->req = NULL;
     finalize(p);
+}
+
+/* ---- budgets ---- */
+
+/* The most this request can cost on any of its candidates: the prompt at
+ * the input price and max_tokens (or the backend's default) at the output
+ * price; GPU-hour backends at their floor price. */
+static double max_cost(const struct proxy *p)
+{
+    double worst = 0;
+    for (size_t i = 0; i < p->ncands; i++) {
+        const struct gw_backend_conf *b = p->cands[i];
+        double cpt = b->chars_per_token > 0 ? b->chars_per_token : 3.0;
+        double in = ceil((double)p->prompt_chars / cpt) + 16;
+        double out = p->req_max_tokens > 0 ? (double)p->req_max_tokens
+                                           : (double)b->default_max_tokens;
+        struct gw_price pr;
+        double c = 0;
+        if (gw_cost_price(b, &pr)) {
+            c = (in * pr.input + out * pr.output) / 1e6;
+        } else if (b->gpu_hourly_usd > 0) {
+            unsigned replicas = b->replicas ? b->replicas : (unsigned)b->nurls;
+            double hourly = b->gpu_hourly_usd * replicas / (double)(b->nurls ? b->nurls : 1);
+            c = (in + b->output_weight * out) * hourly / (double)b->min_tokens_per_hour;
+        }
+        if (c > worst)
+            worst = c;
+    }
+    return worst;
+}
+
+static void on_reserved(void *ctx, int rc, const char *rid, const char *why)
+{
+    struct proxy *p = ctx;
+    struct gw_worker *w = p->w;
+    p->reserving = false;
+    if (p->finalize_pending) {
+        if (rc == GW_STORE_OK)
+            gw_budget_release(w->gw->budget, rid);
+        finalize(p);
+        return;
+    }
+    if (rc == GW_STORE_OK) {
+        snprintf(p->rid, sizeof(p->rid), "%s", rid);
+        next_attempt(p);
+        return;
+    }
+    struct gw_req_meta *meta = p->req ? gw_req_meta(w, p->req) : NULL;
+    if (rc == GW_STORE_OVER_BUDGET && meta && meta->vk && meta->vk->downgrade) {
+        /* over budget, but allowed to go on locally */
+        size_t n = 0;
+        for (size_t i = 0; i < p->cfg->nbackends && n < MAX_CANDIDATES; i++)
+            if (p->cfg->backends[i].tier == GW_TIER_LOCAL)
+                p->cands[n++] = &p->cfg->backends[i];
+        if (n > 0) {
+            p->ncands = n;
+            p->cand = 0;
+            size_t l = strlen(p->route.reason);
+            snprintf(p->route.reason + l, sizeof(p->route.reason) - l, "; budget:downgrade");
+            gw_series_inc(gw_metrics_getv(w->metrics, &gw_m_budget, "downgrade"), 1);
+            next_attempt(p);
+            return;
+        }
+    }
+    char msg[240];
+    if (rc == GW_STORE_OVER_BUDGET) {
+        gw_series_inc(gw_metrics_getv(w->metrics, &gw_m_budget, "reject"), 1);
+        snprintf(msg, sizeof(msg), "This request would exceed %s.", why);
+        fail(p, 402, "insufficient_quota", "budget_exceeded", NULL, msg);
+        return;
+    }
+    /* the database did not answer: budgets can't be checked (fail closed) */
+    gw_series_inc(gw_metrics_getv(w->metrics, &gw_m_budget, "error"), 1);
+    gw_log_error("%s: budget check failed: %s", p->reqid, why);
+    fail(p, 503, "server_error", "budget_unavailable", NULL,
+         "Budgets cannot be checked right now; try again shortly.");
 }
 
 /* ---- entry ---- */
@@ -1679,6 +1771,20 @@ void gw_proxy_handle(struct gw_worker *w, struct gw_http_req *req, enum gw_endpo
         }
         p->ncands = 1;
         gw_http_resp_header(req, "x-hybridgw-token-count", "upstream");
+    }
+    if (meta->vk && w->gw->budget && ep != GW_EP_COUNT_TOKENS) {
+        /* reserve the most it can cost before anything goes upstream */
+        struct gw_vkey k;
+        memset(&k, 0, sizeof(k));
+        snprintf(k.id, sizeof(k.id), "%.24s", meta->vk->id);
+        snprintf(k.name, sizeof(k.name), "%s", meta->vk->name);
+        snprintf(k.team, sizeof(k.team), "%s", meta->vk->team);
+        k.budget_day = meta->vk->budget_day;
+        k.budget_month = meta->vk->budget_month;
+        k.budget_total = meta->vk->budget_total;
+        p->reserving = true;
+        gw_budget_reserve(w->gw->budget, w, &k, max_cost(p), on_reserved, p);
+        return;
     }
     next_attempt(p);
 }

@@ -134,6 +134,7 @@ struct gw_gateway {
     struct gw_tracer *tracer;       /* NULL when telemetry.otlp is off */
     struct gw_ledger *ledger;       /* NULL when ledger.database is not set */
     struct gw_store *store;         /* main thread's own connection (keys) */
+    struct gw_budget *budget;       /* reservations (own thread and connection) */
     struct gw_keyset *keyset;       /* latest; guarded by cfg_lock */
     uv_timer_t keys_timer;
     atomic_bool last_reload_ok;     /* the last load (start or SIGHUP) worked */
@@ -160,6 +161,7 @@ extern const struct gw_metric_family gw_m_build;
 extern const struct gw_metric_family gw_m_decisions;
 extern const struct gw_metric_family gw_m_retries;
 extern const struct gw_metric_family gw_m_itl;
+extern const struct gw_metric_family gw_m_budget;
 extern const struct gw_metric_family gw_m_cost;
 extern const struct gw_metric_family gw_m_counterfactual;
 extern const struct gw_metric_family gw_m_fallbacks;
@@ -202,6 +204,9 @@ struct gw_vkey_info {
     char id[32];
     char team[65];
     char allowed_models[512];   /* "" = any */
+    char name[65];
+    double budget_day, budget_month, budget_total; /* 0 = none */
+    bool downgrade;             /* over budget: local tier instead of 402 */
 };
 
 /* What the API layer knows of a request from its head on; lives in the

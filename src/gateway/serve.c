@@ -26,6 +26,7 @@
 #include "telemetry/trace.h"
 #include "gateway/ledger_writer.h"
 #include "gateway/keys.h"
+#include "gateway/budget.h"
 
 static struct gw_gateway G;
 static uv_signal_t sig_term, sig_int, sig_hup;
@@ -97,6 +98,8 @@ static void on_trim(uv_timer_t *t)
 
 static void worker_close_rest(struct gw_worker *w)
 {
+    if (w->gw->budget)
+        gw_budget_detach(w->gw->budget, w);
     if (w->upstream) {
         gw_upstream_free(w->upstream);
         w->upstream = NULL;
@@ -178,6 +181,8 @@ static void worker_main(void *arg)
     o.on_complete = gw_api_on_complete;
     o.ud = w;
     w->upstream = gw_upstream_new(&w->loop);
+    if (w->gw->budget)
+        gw_budget_attach(w->gw->budget, w, &w->loop);
     int rc = gw_http_server_start(&w->loop, (struct sockaddr *)&ws->addr, &o, &w->server);
     w->start_error = rc;
     uv_prepare_init(&w->loop, &w->flush);
@@ -415,6 +420,9 @@ static void on_health_tick(uv_timer_t *tm)
 
 static void on_keys_tick(uv_timer_t *t)
 {
+    static unsigned ticks;
+    if (++ticks % 60 == 0) /* reservations of a replica that died */
+        gw_store_expire_reservations(G.store, (int64_t)(gw_wall_ns() / 1000000000ull), 900);
     struct gw_keyset *ks = gw_keyset_load(G.store);
     if (!ks) {
         static uint64_t last;
@@ -617,6 +625,11 @@ int gw_serve(const char *config_path)
         }
         gw_log_info("keys: %zu virtual keys from the %s database (re-read every second)",
                     G.keyset->n, gw_store_kind(G.store));
+        G.budget = gw_budget_start(cfg->ledger_url, err, sizeof(err));
+        if (!G.budget) {
+            fprintf(stderr, "hybridgw: %s\n", err);
+            return 2;
+        }
     }
     if (cfg->otlp_endpoint) {
         G.tracer = gw_tracer_start(cfg);
@@ -626,8 +639,9 @@ int gw_serve(const char *config_path)
         else
             gw_log_error("tracing: could not start the exporter; traces are off");
     }
-    if (cfg->nkeys == 0)
-        gw_log_warn("auth.keys is empty: the API accepts requests without a key");
+    if (cfg->nkeys == 0 && !cfg->ledger_url)
+        gw_log_warn("auth.keys is empty and there is no ledger (virtual keys): the API "
+                    "accepts requests without a key");
 
     struct sockaddr_storage addr;
     if (gw_http_parse_addr(cfg->listen, &addr) < 0) {
@@ -724,6 +738,8 @@ int gw_serve(const char *config_path)
     }
     uv_run(G.loop, UV_RUN_DEFAULT);
     uv_loop_close(G.loop);
+    gw_budget_stop(G.budget);
+    G.budget = NULL;
     gw_keyset_unref(G.keyset);
     G.keyset = NULL;
     if (G.store) {
