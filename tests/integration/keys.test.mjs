@@ -593,9 +593,8 @@ test('a ledger with no keys at all and no static keys is not an open gateway', {
   assert.equal(problem, '', problem);
 });
 
-// Known bug (reported): serve.c warns "auth.keys is empty: the API accepts requests without a
-// key" whenever auth.keys is empty, though a configured ledger means a key is required (the
-// tests above show the 401s).
+// With a ledger configured a key is always required (the tests above show the 401s), so the
+// start-up log must not claim the API is open.
 test('with a ledger and no static keys the gateway does not claim to be open', {
 }, () => {
   const noStatic = gateways.filter((g) => g.proc.name !== 'gateway-keys');
