@@ -92,7 +92,7 @@ const struct gw_metric_family gw_m_counterfactual = {
 
 const struct gw_metric_family gw_m_budget = {
     "hybridgw_budget_decisions_total",
-    "Requests a budget stopped: reject (402), downgrade (sent local), error (database down).",
+    "Requests a budget stopped: reject (402), downgrade (sent local), stream_cut (a stream passed its reservation), error (database down).",
     GW_METRIC_COUNTER, {"action", NULL}, NULL, 0};
 
 static const struct gw_metric_family *const families[] = {

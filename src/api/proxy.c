@@ -97,6 +97,10 @@ struct proxy {
     char key_id[32];                /* a virtual key's id, "" for static keys */
     char team[65];
     char rid[48];                   /* budget reservation, "" none */
+    double reserved_usd;            /* what the reservation holds */
+    double out_price;               /* USD per output token of the answering backend */
+    bool over_budget;               /* the stream's metered spend passed its reservation */
+    double reserve_ask;             /* what was asked to be reserved */
     bool reserving;                 /* waiting for the budget thread */
     bool finalize_pending;          /* finalize asked while reserving */
     char fallback_from[64];         /* first backend, when another one answered */
@@ -516,6 +520,13 @@ static int on_sse_event(const struct gw_sse_event *ev, void *ud)
     struct proxy *p = ud;
     gw_str d = ev->data;
     p->events++;
+    if (p->rid[0] && p->out_price > 0 && p->streaming &&
+        (double)p->events * p->out_price > p->reserved_usd) {
+        /* metered spend (an event is about a token) passed what the budget
+         * reserved: upstreams without max_tokens can run long */
+        p->over_budget = true;
+        return -1;
+    }
     bool done = gw_str_eq_c(d, "[DONE]");
     if (!done && !gw_json_valid(d.p, d.len)) {
         /* relaying it would make the client's SDK fail on a parse error:
@@ -819,6 +830,15 @@ static void on_up_done(struct gw_up *u, const char *err, void *ud)
         p->error_kind = "client_closed";
         snprintf(p->error_msg, sizeof(p->error_msg), "client closed the connection");
         finalize(p); /* resets the dead connection */
+        return;
+    }
+    if (p->over_budget) {
+        p->error_kind = "budget_exceeded";
+        snprintf(p->error_msg, sizeof(p->error_msg),
+                 "the stream reached the budget reserved for it (%.6g USD)", p->reserved_usd);
+        gw_series_inc(gw_metrics_getv(p->w->metrics, &gw_m_budget, "stream_cut"), 1);
+        stream_fail(p, "budget_exceeded", p->error_msg);
+        finalize(p);
         return;
     }
     if (p->upstream_malformed) {
@@ -1573,6 +1593,11 @@ static void on_reserved(void *ctx, int rc, const char *rid, const char *why)
     }
     if (rc == GW_STORE_OK) {
         snprintf(p->rid, sizeof(p->rid), "%s", rid);
+        p->reserved_usd = p->reserve_ask;
+        struct gw_price pr;
+        for (size_t i = 0; i < p->ncands; i++)
+            if (gw_cost_price(p->cands[i], &pr) && pr.output / 1e6 > p->out_price)
+                p->out_price = pr.output / 1e6;
         next_attempt(p);
         return;
     }
@@ -1783,7 +1808,8 @@ void gw_proxy_handle(struct gw_worker *w, struct gw_http_req *req, enum gw_endpo
         k.budget_month = meta->vk->budget_month;
         k.budget_total = meta->vk->budget_total;
         p->reserving = true;
-        gw_budget_reserve(w->gw->budget, w, &k, max_cost(p), on_reserved, p);
+        p->reserve_ask = max_cost(p);
+        gw_budget_reserve(w->gw->budget, w, &k, p->reserve_ask, on_reserved, p);
         return;
     }
     next_attempt(p);
