@@ -121,6 +121,10 @@ struct gw_config {
     /* auth */
     struct gw_key_conf *keys;
     size_t nkeys;                    /* 0: no auth (a warning is logged) */
+    /* auth.admin_key / admin_sha256: the admin HTTP API's key (keys,
+     * spend) on admin_listen; without it the admin API is off */
+    unsigned char admin_sha256[32];
+    bool has_admin_key;
 
     struct gw_backend_conf *backends;
     size_t nbackends;

@@ -487,6 +487,11 @@ void gw_api_admin_on_request(struct gw_http_req *req)
 {
     struct gw_gateway *gw = gw_http_server_ud(gw_http_req_server(req));
     struct gw_config *cfg = gw->cfg;
+    gw_str p = gw_http_req_path(req);
+    if (p.len >= 7 && memcmp(p.p, "/admin/", 7) == 0) {
+        gw_admin_keys_handle(req, gw);
+        return;
+    }
     if (!admin_route(req, gw, cfg))
         gw_api_send_error(req, 404, "invalid_request_error", "not_found", NULL,
                           "Not found. The admin listener serves /healthz, /readyz and /metrics.");

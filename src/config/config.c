@@ -1102,12 +1102,43 @@ static int parse_key(struct ld *ld, yaml_node_t *item, const char *path, struct 
 
 static int parse_auth(struct ld *ld, yaml_node_t *map, struct gw_config *c)
 {
-    static const char *const keys[] = {"keys"};
+    static const char *const keys[] = {"keys", "admin_key", "admin_sha256"};
     if (check_map(ld, map, "auth", keys, GW_ARRAY_LEN(keys)))
         return GW_ERR;
-    if (npairs(map) == 0)
-        return GW_OK;
-    yaml_node_t *seq = node_at(ld, map->data.mapping.pairs.start[0].value);
+    yaml_node_t *seq = NULL;
+    for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top;
+         p++) {
+        yaml_node_t *k = node_at(ld, p->key), *v = node_at(ld, p->value);
+        if (scalar_is(k, "keys")) {
+            seq = v;
+            continue;
+        }
+        if (is_null(v))
+            continue;
+        char path[PATH_MAX_LEN];
+        path_key(path, "auth", k);
+        char *s;
+        if (scalar_is(k, "admin_key")) {
+            if (get_scalar(ld, v, path, &s, true))
+                return GW_ERR;
+            if (*s) {
+                if (sha256(s, strlen(s), c->admin_sha256)) {
+                    free_secret(s);
+                    return fail(ld, v, path, "cannot hash the key");
+                }
+                c->has_admin_key = true;
+            }
+            free_secret(s);
+        } else {
+            if (get_str(ld, v, path, &s))
+                return GW_ERR;
+            int rc = parse_sha256_hex(s, c->admin_sha256);
+            free_secret(s);
+            if (rc)
+                return fail(ld, v, path, "must be 64 hex digits (a SHA-256 digest)");
+            c->has_admin_key = true;
+        }
+    }
     if (is_null(seq))
         return GW_OK;
     if (seq->type != YAML_SEQUENCE_NODE)

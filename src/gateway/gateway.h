@@ -223,6 +223,10 @@ struct gw_req_meta {
  * through on_head, such as server-side 400s). */
 struct gw_req_meta *gw_req_meta(struct gw_worker *w, struct gw_http_req *req);
 void gw_api_admin_on_request(struct gw_http_req *req);
+/* /admin/keys and /admin/spend (src/api/admin.c), admin listener only. */
+void gw_admin_keys_handle(struct gw_http_req *req, struct gw_gateway *gw);
+/* Re-read the virtual keys now (main thread). */
+void gw_keys_refresh_now(void);
 /* OpenAI-shaped error body. */
 void gw_api_send_error(struct gw_http_req *req, int status, const char *type,
                        const char *code, const char *param, const char *message);

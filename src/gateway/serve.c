@@ -447,6 +447,12 @@ static void on_keys_tick(uv_timer_t *t)
     broadcast(GW_CMD_KEYS);
 }
 
+void gw_keys_refresh_now(void)
+{
+    if (G.store)
+        on_keys_tick(&G.keys_timer);
+}
+
 /* ---- reload, shutdown ---- */
 
 static void reload(void)

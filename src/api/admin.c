@@ -1,0 +1,307 @@
+/*
+ * admin.c - the admin HTTP API for virtual keys and spend, on admin_listen
+ * only, behind auth.admin_key (compared in constant time). It runs on the
+ * main thread and uses its store connection; the calls are short and rare.
+ *
+ *   GET  /admin/keys                     every key (never a secret)
+ *   POST /admin/keys                     create: {"name", "team", "models":[..],
+ *                                        "force_tier", "expires_at", "rpm", "tpm",
+ *                                        "max_concurrent", "budget_day",
+ *                                        "budget_month", "budget_total",
+ *                                        "downgrade", "metadata":{..}}
+ *                                        -> 201 with the secret, shown once
+ *   GET  /admin/keys/{id}                one key
+ *   POST /admin/keys/{id}/revoke         revoke at once on this replica
+ *   POST /admin/keys/{id}/rotate         new secret, shown once
+ *   GET  /admin/spend?by=team&since=86400   report (since: seconds ago)
+ *
+ * A change re-reads the key set at once, so a revoke through this API
+ * takes effect on this replica immediately, on the others within a second.
+ */
+#include <openssl/crypto.h>
+#include <openssl/sha.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <jansson.h>
+
+#include "gateway/gateway.h"
+#include "ledger/store.h"
+
+static void send_json(struct gw_http_req *req, int status, json_t *j)
+{
+    char *s = json_dumps(j, JSON_COMPACT);
+    gw_http_resp_send(req, status, "application/json", s, strlen(s));
+    free(s);
+    json_decref(j);
+}
+
+static void send_err(struct gw_http_req *req, int status, const char *msg)
+{
+    gw_api_send_error(req, status, status == 401 ? "authentication_error" : "invalid_request_error",
+                      NULL, NULL, msg);
+}
+
+static json_t *key_json(const struct gw_vkey *k)
+{
+    json_t *meta = json_loads(k->metadata[0] ? k->metadata : "{}", 0, NULL);
+    return json_pack("{s:s, s:s, s:s, s:s, s:s, s:b, s:I, s:I, s:I, s:I, s:I, s:I, s:f, s:f, "
+                     "s:f, s:b, s:o, s:s}",
+                     "id", k->id, "name", k->name, "team", k->team, "prefix", k->prefix,
+                     "models", k->allowed_models, "force_tier", k->may_force_tier,
+                     "expires_at", (json_int_t)k->expires_at, "created_at",
+                     (json_int_t)k->created_at, "revoked_at", (json_int_t)k->revoked_at, "rpm",
+                     (json_int_t)k->rpm, "tpm", (json_int_t)k->tpm, "max_concurrent",
+                     (json_int_t)k->max_concurrent, "budget_day", k->budget_day,
+                     "budget_month", k->budget_month, "budget_total", k->budget_total,
+                     "downgrade", k->downgrade, "metadata", meta ? meta : json_object(),
+                     "status", k->revoked_at ? "revoked" : "active");
+}
+
+static void on_key(const struct gw_vkey *k, void *ud)
+{
+    json_array_append_new(ud, key_json(k));
+}
+
+static void on_row(const struct gw_spend_row *r, void *ud)
+{
+    json_array_append_new(ud, json_pack("{s:s, s:I, s:I, s:I, s:f, s:f, s:f}", "group", r->group,
+                                        "requests", (json_int_t)r->requests, "input_tokens",
+                                        (json_int_t)r->input_tokens, "output_tokens",
+                                        (json_int_t)r->output_tokens, "cost_usd", r->cost_usd,
+                                        "counterfactual_usd", r->counterfactual_usd, "saved_usd",
+                                        r->counterfactual_usd - r->cost_usd));
+}
+
+static bool admin_authorized(const struct gw_config *cfg, struct gw_http_req *req)
+{
+    gw_str v = gw_http_req_header(req, "authorization");
+    gw_str k = GW_STR_NULL;
+    if (v.p && v.len > 7 && gw_str_ieq((gw_str){v.p, 7}, GW_STR("Bearer ")))
+        k = (gw_str){v.p + 7, v.len - 7};
+    else
+        k = gw_http_req_header(req, "x-api-key");
+    if (!k.p || !k.len)
+        return false;
+    unsigned char d[SHA256_DIGEST_LENGTH];
+    SHA256((const unsigned char *)k.p, k.len, d);
+    return CRYPTO_memcmp(d, cfg->admin_sha256, sizeof(d)) == 0;
+}
+
+/* Fill k's settable fields from a JSON body; message in err on a bad one. */
+static bool key_from_json(json_t *j, struct gw_vkey *k, char *err, size_t errlen)
+{
+    json_t *v;
+    if ((v = json_object_get(j, "name")) && json_is_string(v))
+        snprintf(k->name, sizeof(k->name), "%s", json_string_value(v));
+    if ((v = json_object_get(j, "team")) && json_is_string(v))
+        snprintf(k->team, sizeof(k->team), "%s", json_string_value(v));
+    if ((v = json_object_get(j, "models"))) {
+        if (!json_is_array(v)) {
+            snprintf(err, errlen, "models: expected a list of model names");
+            return false;
+        }
+        k->allowed_models[0] = '\0';
+        size_t i;
+        json_t *m;
+        json_array_foreach(v, i, m) {
+            if (!json_is_string(m)) {
+                snprintf(err, errlen, "models[%zu]: expected a string", i);
+                return false;
+            }
+            size_t l = strlen(k->allowed_models);
+            snprintf(k->allowed_models + l, sizeof(k->allowed_models) - l, "%s%s", l ? "," : "",
+                     json_string_value(m));
+        }
+    }
+    if ((v = json_object_get(j, "force_tier")))
+        k->may_force_tier = json_is_true(v);
+    if ((v = json_object_get(j, "downgrade")))
+        k->downgrade = json_is_true(v);
+    static const char *const ints[] = {"expires_at", "rpm", "tpm", "max_concurrent"};
+    int64_t *idst[] = {&k->expires_at, &k->rpm, &k->tpm, &k->max_concurrent};
+    for (size_t i = 0; i < GW_ARRAY_LEN(ints); i++) {
+        v = json_object_get(j, ints[i]);
+        if (!v)
+            continue;
+        if (!json_is_integer(v) || json_integer_value(v) < 0) {
+            snprintf(err, errlen, "%s: expected a non-negative integer", ints[i]);
+            return false;
+        }
+        *idst[i] = (int64_t)json_integer_value(v);
+    }
+    static const char *const dbl[] = {"budget_day", "budget_month", "budget_total"};
+    double *ddst[] = {&k->budget_day, &k->budget_month, &k->budget_total};
+    for (size_t i = 0; i < GW_ARRAY_LEN(dbl); i++) {
+        v = json_object_get(j, dbl[i]);
+        if (!v)
+            continue;
+        if (!json_is_number(v) || json_number_value(v) < 0) {
+            snprintf(err, errlen, "%s: expected a non-negative number (USD)", dbl[i]);
+            return false;
+        }
+        *ddst[i] = json_number_value(v);
+    }
+    if ((v = json_object_get(j, "metadata"))) {
+        if (!json_is_object(v)) {
+            snprintf(err, errlen, "metadata: expected an object");
+            return false;
+        }
+        char *s = json_dumps(v, JSON_COMPACT);
+        if (!s || strlen(s) >= sizeof(k->metadata)) {
+            free(s);
+            snprintf(err, errlen, "metadata: at most %zu bytes", sizeof(k->metadata) - 1);
+            return false;
+        }
+        snprintf(k->metadata, sizeof(k->metadata), "%s", s);
+        free(s);
+    }
+    return true;
+}
+
+void gw_admin_keys_handle(struct gw_http_req *req, struct gw_gateway *gw)
+{
+    const struct gw_config *cfg = gw->cfg;
+    if (!cfg->has_admin_key || !gw->store) {
+        send_err(req, 404, "The admin API is off: it needs auth.admin_key and ledger.database.");
+        return;
+    }
+    if (!admin_authorized(cfg, req)) {
+        send_err(req, 401, "Admin API key missing or incorrect.");
+        return;
+    }
+    gw_str path = gw_http_req_path(req);
+    gw_str m = gw_http_req_method(req);
+    bool get = gw_str_eq_c(m, "GET"), post = gw_str_eq_c(m, "POST");
+    char secret[96];
+    char err[256];
+    if (gw_str_eq_c(path, "/admin/keys")) {
+        if (get) {
+            json_t *arr = json_array();
+            if (gw_store_key_list(gw->store, on_key, arr) != GW_STORE_OK) {
+                json_decref(arr);
+                send_err(req, 503, "the ledger database did not answer");
+                return;
+            }
+            send_json(req, 200, json_pack("{s:o}", "keys", arr));
+            return;
+        }
+        if (!post) {
+            gw_http_resp_header(req, "Allow", "GET, POST");
+            send_err(req, 405, "Use GET or POST.");
+            return;
+        }
+        gw_str body = gw_http_req_body(req);
+        json_t *j = json_loadb(body.p, body.len, 0, NULL);
+        struct gw_vkey k;
+        memset(&k, 0, sizeof(k));
+        snprintf(k.metadata, sizeof(k.metadata), "{}");
+        if (!json_is_object(j) || !json_is_string(json_object_get(j, "name")) ||
+            !key_from_json(j, &k, err, sizeof(err))) {
+            if (!json_is_object(j) || !json_is_string(json_object_get(j, "name")))
+                snprintf(err, sizeof(err), "expected a JSON object with at least a name");
+            json_decref(j);
+            send_err(req, 400, err);
+            return;
+        }
+        json_decref(j);
+        if (gw_store_key_create(gw->store, &k, secret, sizeof(secret)) != GW_STORE_OK) {
+            send_err(req, 503, "could not create the key");
+            return;
+        }
+        json_t *out = key_json(&k);
+        json_object_set_new(out, "secret", json_string(secret));
+        OPENSSL_cleanse(secret, sizeof(secret));
+        gw_keys_refresh_now();
+        send_json(req, 201, out);
+        return;
+    }
+    const char *prefix = "/admin/keys/";
+    size_t pl = strlen(prefix);
+    if (path.len > pl && memcmp(path.p, prefix, pl) == 0) {
+        char id[64], action[32] = "";
+        gw_str rest = {path.p + pl, path.len - pl};
+        const char *slash = memchr(rest.p, '/', rest.len);
+        size_t idl = slash ? (size_t)(slash - rest.p) : rest.len;
+        if (idl == 0 || idl >= sizeof(id)) {
+            send_err(req, 404, "no such key");
+            return;
+        }
+        memcpy(id, rest.p, idl);
+        id[idl] = '\0';
+        if (slash)
+            snprintf(action, sizeof(action), "%.*s", (int)(rest.len - idl - 1), slash + 1);
+        struct gw_vkey k;
+        int rc = gw_store_key_get(gw->store, id, &k);
+        if (rc == GW_STORE_NOT_FOUND) {
+            send_err(req, 404, "no such key");
+            return;
+        }
+        if (rc != GW_STORE_OK) {
+            send_err(req, 503, "the ledger database did not answer");
+            return;
+        }
+        if (!action[0] && get) {
+            send_json(req, 200, key_json(&k));
+            return;
+        }
+        if (post && strcmp(action, "revoke") == 0) {
+            if (gw_store_key_revoke(gw->store, id, (int64_t)(gw_wall_ns() / 1000000000ull)) !=
+                GW_STORE_OK) {
+                send_err(req, 503, "could not revoke the key");
+                return;
+            }
+            gw_keys_refresh_now();
+            gw_store_key_get(gw->store, id, &k);
+            send_json(req, 200, key_json(&k));
+            return;
+        }
+        if (post && strcmp(action, "rotate") == 0) {
+            if (gw_store_key_rotate(gw->store, id, secret, sizeof(secret)) != GW_STORE_OK) {
+                send_err(req, 409, "could not rotate the key (is it revoked?)");
+                return;
+            }
+            gw_keys_refresh_now();
+            gw_store_key_get(gw->store, id, &k);
+            json_t *out = key_json(&k);
+            json_object_set_new(out, "secret", json_string(secret));
+            OPENSSL_cleanse(secret, sizeof(secret));
+            send_json(req, 200, out);
+            return;
+        }
+        send_err(req, 404, "unknown admin action");
+        return;
+    }
+    if (gw_str_eq_c(path, "/admin/spend") && get) {
+        char by[16] = "key";
+        int64_t since_s = 86400;
+        gw_str q = gw_http_req_query(req);
+        char qs[256];
+        snprintf(qs, sizeof(qs), "%.*s", (int)GW_MIN(q.len, sizeof(qs) - 1), q.p ? q.p : "");
+        char *save, *kv = strtok_r(qs, "&", &save);
+        for (; kv; kv = strtok_r(NULL, "&", &save)) {
+            if (strncmp(kv, "by=", 3) == 0)
+                snprintf(by, sizeof(by), "%s", kv + 3);
+            else if (strncmp(kv, "since=", 6) == 0)
+                since_s = strtoll(kv + 6, NULL, 10);
+        }
+        static const char *const groups[] = {"key", "team", "model", "tier", "backend"};
+        bool ok = false;
+        for (size_t i = 0; i < GW_ARRAY_LEN(groups); i++)
+            ok = ok || strcmp(by, groups[i]) == 0;
+        if (!ok || since_s < 0) {
+            send_err(req, 400, "by must be key, team, model, tier or backend; since seconds >= 0");
+            return;
+        }
+        json_t *rows = json_array();
+        int64_t since = (int64_t)(gw_wall_ns() / 1000000000ull) - since_s;
+        if (gw_store_spend_report(gw->store, by, since, on_row, rows) != GW_STORE_OK) {
+            json_decref(rows);
+            send_err(req, 503, "the ledger database did not answer");
+            return;
+        }
+        send_json(req, 200, json_pack("{s:s, s:I, s:o}", "by", by, "since", (json_int_t)since,
+                                      "rows", rows));
+        return;
+    }
+    send_err(req, 404, "Not found. The admin API serves /admin/keys and /admin/spend.");
+}
