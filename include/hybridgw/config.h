@@ -176,6 +176,8 @@ struct gw_config {
     /* ledger: the spend ledger (and, later, keys and budgets) */
     char *ledger_url;                /* "sqlite://..." or "postgres://..."; NULL: off */
     uint64_t ledger_queue;           /* records held in memory at most; 10000 */
+    bool ledger_fail_open;           /* database down: serve without budget checks
+                                      * (logged, counted) instead of 503; default false */
 
     /* cost.reference: the backend whose prices give the counterfactual
      * ("had it gone to the frontier"); default the first frontier backend

@@ -1625,9 +1625,16 @@ static void on_reserved(void *ctx, int rc, const char *rid, const char *why)
         fail(p, 402, "insufficient_quota", "budget_exceeded", NULL, msg);
         return;
     }
-    /* the database did not answer: budgets can't be checked (fail closed) */
+    /* the database did not answer: budgets can't be checked */
     gw_series_inc(gw_metrics_getv(w->metrics, &gw_m_budget, "error"), 1);
-    gw_log_error("%s: budget check failed: %s", p->reqid, why);
+    if (p->cfg->ledger_fail_open) {
+        gw_log_warn("%s: budget check failed (%s); serving without it (ledger.on_error: open)",
+                    p->reqid, why);
+        next_attempt(p);
+        return;
+    }
+    gw_log_error("%s: budget check failed: %s; refused (ledger.on_error: closed)", p->reqid,
+                 why);
     fail(p, 503, "server_error", "budget_unavailable", NULL,
          "Budgets cannot be checked right now; try again shortly.");
 }

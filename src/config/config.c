@@ -1919,7 +1919,7 @@ static int parse_otlp(struct ld *ld, yaml_node_t *map, const char *path, struct 
 /* ledger: { database: URL, queue: N } */
 static int parse_ledger(struct ld *ld, yaml_node_t *map, struct gw_config *c)
 {
-    static const char *const keys[] = {"database", "queue"};
+    static const char *const keys[] = {"database", "queue", "on_error"};
     if (check_map(ld, map, "ledger", keys, GW_ARRAY_LEN(keys)))
         return GW_ERR;
     for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top;
@@ -1944,6 +1944,16 @@ static int parse_ledger(struct ld *ld, yaml_node_t *map, struct gw_config *c)
             }
             free_secret(c->ledger_url);
             c->ledger_url = u;
+        } else if (scalar_is(k, "on_error")) {
+            char *m;
+            if (get_str(ld, v, sub, &m))
+                return GW_ERR;
+            bool ok = strcmp(m, "closed") == 0 || strcmp(m, "open") == 0;
+            c->ledger_fail_open = strcmp(m, "open") == 0;
+            free(m);
+            if (!ok)
+                return fail(ld, v, sub, "must be closed (refuse with 503) or open (serve "
+                            "without budget checks)");
         } else if (get_uint(ld, v, sub, &c->ledger_queue, 1, 10000000)) {
             return GW_ERR;
         }
