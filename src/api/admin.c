@@ -20,6 +20,8 @@
  */
 #include <openssl/crypto.h>
 #include <openssl/sha.h>
+#include <errno.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <jansson.h>
@@ -29,10 +31,21 @@
 
 static void send_json(struct gw_http_req *req, int status, json_t *j)
 {
-    char *s = json_dumps(j, JSON_COMPACT);
-    gw_http_resp_send(req, status, "application/json", s, strlen(s));
+    char *s = j ? json_dumps(j, JSON_COMPACT) : NULL;
+    if (!s) {
+        gw_api_send_error(req, 500, "server_error", NULL, NULL, "could not encode the answer");
+    } else {
+        gw_http_resp_send(req, status, "application/json", s, strlen(s));
+    }
     free(s);
     json_decref(j);
+}
+
+static void not_allowed(struct gw_http_req *req, const char *allow)
+{
+    gw_http_resp_header(req, "Allow", allow);
+    gw_api_send_error(req, 405, "invalid_request_error", "method_not_allowed", NULL,
+                      "Method not allowed here.");
 }
 
 static void send_err(struct gw_http_req *req, int status, const char *msg)
@@ -41,20 +54,39 @@ static void send_err(struct gw_http_req *req, int status, const char *msg)
                       NULL, NULL, msg);
 }
 
+static json_t *models_json(const char *list)
+{
+    json_t *a = json_array();
+    const char *p = list;
+    while (*p) {
+        size_t n = strcspn(p, ",");
+        if (n)
+            json_array_append_new(a, json_stringn_nocheck(p, n));
+        p += n;
+        if (*p == ',')
+            p++;
+    }
+    return a;
+}
+
 static json_t *key_json(const struct gw_vkey *k)
 {
     json_t *meta = json_loads(k->metadata[0] ? k->metadata : "{}", 0, NULL);
-    return json_pack("{s:s, s:s, s:s, s:s, s:s, s:b, s:I, s:I, s:I, s:I, s:I, s:I, s:f, s:f, "
+    int64_t now = (int64_t)(gw_wall_ns() / 1000000000ull);
+    const char *status = k->revoked_at ? "revoked"
+                         : (k->expires_at && k->expires_at <= now) ? "expired"
+                                                                   : "active";
+    return json_pack("{s:s, s:s, s:s, s:s, s:o, s:b, s:I, s:I, s:I, s:I, s:I, s:I, s:f, s:f, "
                      "s:f, s:b, s:o, s:s}",
                      "id", k->id, "name", k->name, "team", k->team, "prefix", k->prefix,
-                     "models", k->allowed_models, "force_tier", k->may_force_tier,
+                     "models", models_json(k->allowed_models), "force_tier", k->may_force_tier,
                      "expires_at", (json_int_t)k->expires_at, "created_at",
                      (json_int_t)k->created_at, "revoked_at", (json_int_t)k->revoked_at, "rpm",
                      (json_int_t)k->rpm, "tpm", (json_int_t)k->tpm, "max_concurrent",
                      (json_int_t)k->max_concurrent, "budget_day", k->budget_day,
                      "budget_month", k->budget_month, "budget_total", k->budget_total,
                      "downgrade", k->downgrade, "metadata", meta ? meta : json_object(),
-                     "status", k->revoked_at ? "revoked" : "active");
+                     "status", status);
 }
 
 static void on_key(const struct gw_vkey *k, void *ud)
@@ -91,10 +123,37 @@ static bool admin_authorized(const struct gw_config *cfg, struct gw_http_req *re
 static bool key_from_json(json_t *j, struct gw_vkey *k, char *err, size_t errlen)
 {
     json_t *v;
-    if ((v = json_object_get(j, "name")) && json_is_string(v))
-        snprintf(k->name, sizeof(k->name), "%s", json_string_value(v));
-    if ((v = json_object_get(j, "team")) && json_is_string(v))
-        snprintf(k->team, sizeof(k->team), "%s", json_string_value(v));
+    static const struct {
+        const char *key;
+        size_t off, size;
+        bool required;
+    } strs[] = {
+        {"name", offsetof(struct gw_vkey, name), sizeof(((struct gw_vkey *)0)->name), true},
+        {"team", offsetof(struct gw_vkey, team), sizeof(((struct gw_vkey *)0)->team), false},
+    };
+    for (size_t i = 0; i < GW_ARRAY_LEN(strs); i++) {
+        v = json_object_get(j, strs[i].key);
+        if (!v)
+            continue;
+        if (!json_is_string(v)) {
+            snprintf(err, errlen, "%s: expected a string", strs[i].key);
+            return false;
+        }
+        size_t n = json_string_length(v);
+        if ((strs[i].required && n == 0) || n >= strs[i].size) {
+            snprintf(err, errlen, "%s: 1 to %zu bytes", strs[i].key, strs[i].size - 1);
+            return false;
+        }
+        memcpy((char *)k + strs[i].off, json_string_value(v), n + 1);
+    }
+    static const char *const bools[] = {"force_tier", "downgrade"};
+    for (size_t i = 0; i < GW_ARRAY_LEN(bools); i++) {
+        v = json_object_get(j, bools[i]);
+        if (v && !json_is_boolean(v)) {
+            snprintf(err, errlen, "%s: expected true or false", bools[i]);
+            return false;
+        }
+    }
     if ((v = json_object_get(j, "models"))) {
         if (!json_is_array(v)) {
             snprintf(err, errlen, "models: expected a list of model names");
@@ -104,11 +163,17 @@ static bool key_from_json(json_t *j, struct gw_vkey *k, char *err, size_t errlen
         size_t i;
         json_t *m;
         json_array_foreach(v, i, m) {
-            if (!json_is_string(m)) {
-                snprintf(err, errlen, "models[%zu]: expected a string", i);
+            if (!json_is_string(m) || json_string_length(m) == 0 ||
+                strchr(json_string_value(m), ',')) {
+                snprintf(err, errlen, "models[%zu]: expected a model name (no commas)", i);
                 return false;
             }
             size_t l = strlen(k->allowed_models);
+            if (l + json_string_length(m) + 2 > sizeof(k->allowed_models)) {
+                snprintf(err, errlen, "models: at most %zu bytes in all",
+                         sizeof(k->allowed_models) - 1);
+                return false;
+            }
             snprintf(k->allowed_models + l, sizeof(k->allowed_models) - l, "%s%s", l ? "," : "",
                      json_string_value(m));
         }
@@ -240,8 +305,15 @@ void gw_admin_keys_handle(struct gw_http_req *req, struct gw_gateway *gw)
             send_err(req, 503, "the ledger database did not answer");
             return;
         }
-        if (!action[0] && get) {
-            send_json(req, 200, key_json(&k));
+        if (!action[0]) {
+            if (get)
+                send_json(req, 200, key_json(&k));
+            else
+                not_allowed(req, "GET");
+            return;
+        }
+        if (!post && (strcmp(action, "revoke") == 0 || strcmp(action, "rotate") == 0)) {
+            not_allowed(req, "POST");
             return;
         }
         if (post && strcmp(action, "revoke") == 0) {
@@ -271,7 +343,11 @@ void gw_admin_keys_handle(struct gw_http_req *req, struct gw_gateway *gw)
         send_err(req, 404, "unknown admin action");
         return;
     }
-    if (gw_str_eq_c(path, "/admin/spend") && get) {
+    if (gw_str_eq_c(path, "/admin/spend") && !get) {
+        not_allowed(req, "GET");
+        return;
+    }
+    if (gw_str_eq_c(path, "/admin/spend")) {
         char by[16] = "key";
         int64_t since_s = 86400;
         gw_str q = gw_http_req_query(req);
@@ -281,15 +357,21 @@ void gw_admin_keys_handle(struct gw_http_req *req, struct gw_gateway *gw)
         for (; kv; kv = strtok_r(NULL, "&", &save)) {
             if (strncmp(kv, "by=", 3) == 0)
                 snprintf(by, sizeof(by), "%s", kv + 3);
-            else if (strncmp(kv, "since=", 6) == 0)
-                since_s = strtoll(kv + 6, NULL, 10);
+            else if (strncmp(kv, "since=", 6) == 0) {
+                char *end;
+                errno = 0;
+                since_s = strtoll(kv + 6, &end, 10);
+                if (errno || *end || end == kv + 6 || since_s > 100LL * 365 * 86400)
+                    since_s = -1; /* refused below */
+            }
         }
         static const char *const groups[] = {"key", "team", "model", "tier", "backend"};
         bool ok = false;
         for (size_t i = 0; i < GW_ARRAY_LEN(groups); i++)
             ok = ok || strcmp(by, groups[i]) == 0;
         if (!ok || since_s < 0) {
-            send_err(req, 400, "by must be key, team, model, tier or backend; since seconds >= 0");
+            send_err(req, 400, "by must be key, team, model, tier or backend; since a number of "
+                               "seconds (0 to 100 years)");
             return;
         }
         json_t *rows = json_array();

@@ -101,6 +101,7 @@ struct proxy {
     double out_price;               /* USD per output token of the answering backend */
     bool over_budget;               /* the stream's metered spend passed its reservation */
     double reserve_ask;             /* what was asked to be reserved */
+    double reserve_in;              /* its input (prompt) part */
     bool reserving;                 /* waiting for the budget thread */
     bool finalize_pending;          /* finalize asked while reserving */
     char fallback_from[64];         /* first backend, when another one answered */
@@ -520,8 +521,10 @@ static int on_sse_event(const struct gw_sse_event *ev, void *ud)
     struct proxy *p = ud;
     gw_str d = ev->data;
     p->events++;
-    if (p->rid[0] && p->out_price > 0 && p->streaming &&
-        (double)p->events * p->out_price > p->reserved_usd) {
+    /* about one event a token; a few events (role, finish, usage, [DONE])
+     * carry none, hence the slack */
+    if (p->rid[0] && p->out_price > 0 && p->streaming && p->events > 8 &&
+        p->reserve_in + (double)(p->events - 8) * p->out_price > p->reserved_usd) {
         /* metered spend (an event is about a token) passed what the budget
          * reserved: upstreams without max_tokens can run long */
         p->over_budget = true;
@@ -967,6 +970,14 @@ static char *build_body(struct proxy *p, const struct gw_backend_conf *b, struct
     }
     if (p->ep != GW_EP_COUNT_TOKENS)
         b->provider->prepare_request(b, j, p->stream);
+    if (p->rid[0] && p->req_max_tokens < 0 && b->provider->dialect == GW_DIALECT_OPENAI &&
+        p->ep != GW_EP_COUNT_TOKENS) {
+        /* the reservation assumed default_max_tokens: hold the upstream to it
+         * (Anthropic requests always carry max_tokens) */
+        json_object_set_new(j, strcmp(b->provider->name, "openai") == 0 ? "max_completion_tokens"
+                                                                       : "max_tokens",
+                            json_integer((json_int_t)b->default_max_tokens));
+    }
     else
         json_object_set_new(j, "model", json_string(b->model));
     char *s = json_dumps(j, JSON_COMPACT);
@@ -1556,9 +1567,10 @@ static void count_tokens_estimate(struct proxy *p)
 /* The most this request can cost on any of its candidates: the prompt at
  * the input price and max_tokens (or the backend's default) at the output
  * price; GPU-hour backends at their floor price. */
-static double max_cost(const struct proxy *p)
+static double max_cost(struct proxy *p)
 {
     double worst = 0;
+    p->reserve_in = 0;
     for (size_t i = 0; i < p->ncands; i++) {
         const struct gw_backend_conf *b = p->cands[i];
         double cpt = b->chars_per_token > 0 ? b->chars_per_token : 3.0;
@@ -1569,6 +1581,8 @@ static double max_cost(const struct proxy *p)
         double c = 0;
         if (gw_cost_price(b, &pr)) {
             c = (in * pr.input + out * pr.output) / 1e6;
+            if (in * pr.input / 1e6 > p->reserve_in)
+                p->reserve_in = in * pr.input / 1e6;
         } else if (b->gpu_hourly_usd > 0) {
             unsigned replicas = b->replicas ? b->replicas : (unsigned)b->nurls;
             double hourly = b->gpu_hourly_usd * replicas / (double)(b->nurls ? b->nurls : 1);

@@ -29,6 +29,7 @@ struct op {
     void *ctx;
     int rc;                     /* result */
     char why[160];
+    unsigned tries;             /* settle/release retries */
 };
 
 struct port {                   /* one per worker */
@@ -70,6 +71,26 @@ static void deliver(struct gw_budget *b, struct op *o)
     uv_async_send(&pt->async);
 }
 
+static void submit(struct gw_budget *b, struct op *o);
+
+/* A settle or release the database refused: try again (a lost settle would
+ * leave the full reservation held until it expires, and the real cost never
+ * charged). About five minutes of tries, one a second. */
+static bool retry_later(struct gw_budget *b, struct op *o, const char *what)
+{
+    if (++o->tries > 300) {
+        gw_log_error("budget: giving up on a %s after %u tries: %s", what, o->tries,
+                     gw_store_error(b->store));
+        return false;
+    }
+    if (o->tries == 1)
+        gw_log_error("budget: could not %s a reservation (%s); retrying every second", what,
+                     gw_store_error(b->store));
+    uv_sleep(1000);
+    submit(b, o);
+    return true;
+}
+
 static void run(struct gw_budget *b, struct op *o)
 {
     int64_t now = (int64_t)(gw_wall_ns() / 1000000000ull);
@@ -97,12 +118,14 @@ static void run(struct gw_budget *b, struct op *o)
         return;
     }
     case OP_SETTLE:
-        if (gw_store_settle(b->store, o->rid, o->usd, now) == GW_STORE_ERR)
-            gw_log_error("budget: could not settle a reservation: %s", gw_store_error(b->store));
+        if (gw_store_settle(b->store, o->rid, o->usd, now) == GW_STORE_ERR &&
+            !b->stopping && retry_later(b, o, "settle"))
+            return;
         break;
     case OP_RELEASE:
-        if (gw_store_release(b->store, o->rid) == GW_STORE_ERR)
-            gw_log_error("budget: could not release a reservation: %s", gw_store_error(b->store));
+        if (gw_store_release(b->store, o->rid) == GW_STORE_ERR && !b->stopping &&
+            retry_later(b, o, "release"))
+            return;
         break;
     }
     free(o);
@@ -191,6 +214,7 @@ void gw_budget_detach(struct gw_budget *b, struct gw_worker *w)
 
 static void submit(struct gw_budget *b, struct op *o)
 {
+    /* (also called from the budget thread itself to requeue a retry) */
     uv_mutex_lock(&b->lock);
     o->next = NULL;
     if (b->tail)

@@ -43,7 +43,8 @@ struct gw_keyset *gw_keyset_load(struct gw_store *s)
         free(c.k);
         return NULL;
     }
-    qsort(c.k, c.n, sizeof(*c.k), by_hash);
+    if (c.n > 1)
+        qsort(c.k, c.n, sizeof(*c.k), by_hash);
     struct gw_keyset *ks = gw_calloc(1, sizeof(*ks));
     atomic_init(&ks->refs, 1);
     ks->k = c.k;
