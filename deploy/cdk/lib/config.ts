@@ -165,9 +165,9 @@ export interface HybridgwConfig {
     /** Gateway drain budget on SIGTERM (config `shutdown_timeout`). */
     readonly shutdownTimeoutSeconds: number;
     /**
-     * Frontier backends written into the gateway config. The gateway rejects unknown providers
-     * (`hybridgw check-config` lists the known ones): turn anthropic on once the gateway
-     * version in image.tag ships that provider.
+     * Frontier backends written into the gateway config (providers openai and anthropic; the
+     * gateway translates between the OpenAI and Anthropic dialects). Turn one off if its key
+     * is not in Secrets Manager.
      */
     readonly frontier: {
       readonly openai: { readonly enabled: boolean; readonly model: string };
@@ -275,7 +275,7 @@ export const DEFAULT_CONFIG: HybridgwConfig = {
     shutdownTimeoutSeconds: 120,
     frontier: {
       openai: { enabled: true, model: 'gpt-4.1' },
-      anthropic: { enabled: false, model: 'claude-sonnet-4-5' },
+      anthropic: { enabled: true, model: 'claude-sonnet-4-5' },
     },
   },
 

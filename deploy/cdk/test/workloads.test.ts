@@ -76,7 +76,8 @@ describe('Gateway stack', () => {
     assert.deepEqual(cfg.backends['qwen-coder'].urls, ['http://vllm-qwen-coder.models.svc:8000']);
     assert.equal(cfg.backends['qwen-coder'].tier, 'local');
     assert.equal(cfg.backends.gpt.api_key, '${OPENAI_API_KEY:-}');
-    assert.equal(cfg.backends.claude, undefined, 'anthropic is off until the gateway ships that provider');
+    assert.equal(cfg.backends.claude.provider, 'anthropic', 'the anthropic frontier is on by default');
+    assert.equal(cfg.backends.claude.api_key, '${ANTHROPIC_API_KEY:-}');
     assert.equal(cfg.auth.keys[0].key, '${HYBRIDGW_DEV_KEY}');
     assert.equal(c.values.existingSecret, 'hybridgw-api-keys');
     const raw = JSON.stringify(t.toJSON());
@@ -101,10 +102,9 @@ describe('Gateway stack', () => {
     assert.equal(ns!.metadata.labels['elbv2.k8s.aws/pod-readiness-gate-inject'], 'enabled');
   });
 
-  it('adds the Anthropic backend when enabled', () => {
-    const c3 = helmCharts(template(fastApp({ overrides: { gateway: { frontier: { anthropic: { enabled: true } } } } }).gateway))[0];
-    assert.equal(c3.values.config.backends.claude.provider, 'anthropic');
-    assert.equal(c3.values.config.backends.claude.api_key, '${ANTHROPIC_API_KEY:-}');
+  it('leaves the Anthropic backend out when disabled', () => {
+    const c3 = helmCharts(template(fastApp({ overrides: { gateway: { frontier: { anthropic: { enabled: false } } } } }).gateway))[0];
+    assert.equal(c3.values.config.backends.claude, undefined);
   });
 
   it('pulls the image from the immutable, scanned ECR repository of the Cluster stack', () => {
