@@ -76,6 +76,10 @@ char *gw_strndup(const char *s, size_t n);
 uint64_t gw_now_ns(void);
 uint64_t gw_wall_ns(void);
 
+/* The current UTC time as ISO-8601 with milliseconds ("2026-11-27T04:40:00.123Z")
+ * into out. */
+void gw_utc_now(char out[64]);
+
 /* Parse "10s", "250ms", "2m", "1h", bare number = seconds; -> ms. */
 int gw_parse_duration_ms(const char *s, uint64_t *out);
 /* Parse "8MiB", "32KiB", "1MB", "1024"; -> bytes. */

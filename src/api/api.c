@@ -313,13 +313,7 @@ void gw_api_on_complete(struct gw_http_req *req)
     const char *id = meta->id;
     struct gw_buf *b = &w->alog;
     char ts[64];
-    struct timespec now;
-    struct tm tm;
-    clock_gettime(CLOCK_REALTIME, &now);
-    gmtime_r(&now.tv_sec, &tm);
-    snprintf(ts, sizeof(ts), "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ", tm.tm_year + 1900,
-             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-             now.tv_nsec / 1000000);
+    gw_utc_now(ts);
     gw_str m = gw_http_req_method(req);
     gw_buf_printf(b, "{\"ts\":\"%s\",\"request_id\":", ts);
     gw_buf_json_str(b, id, strlen(id));

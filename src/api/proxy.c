@@ -1158,13 +1158,7 @@ static void alog_write(struct proxy *p, uint64_t end_ns)
         return;
     struct gw_buf *b = &w->alog;
     char ts[64];
-    struct timespec now;
-    struct tm tm;
-    clock_gettime(CLOCK_REALTIME, &now);
-    gmtime_r(&now.tv_sec, &tm);
-    snprintf(ts, sizeof(ts), "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ", tm.tm_year + 1900,
-             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-             now.tv_nsec / 1000000);
+    gw_utc_now(ts);
     gw_buf_printf(b, "{\"ts\":\"%s\",\"request_id\":", ts);
     gw_buf_json_str(b, p->reqid, strlen(p->reqid));
     gw_buf_printf(b, ",\"method\":\"POST\",\"path\":\"%s\",\"dialect\":\"%s\",\"model\":",
