@@ -27,6 +27,7 @@ extern const char gw_up_err_stalled[];      /* gap between body bytes too long *
 extern const char gw_up_err_timeout[];      /* whole request took too long */
 extern const char gw_up_err_io[];           /* connection reset / protocol error */
 extern const char gw_up_err_too_big[];      /* on_data asked to stop: too big */
+extern const char gw_up_err_cancelled[];    /* gw_upstream_free with the transfer running */
 
 /* Classify an errstr for metrics labels: "connect", "timeout", "stalled", "io". */
 const char *gw_up_err_kind(const char *errstr);
@@ -55,7 +56,8 @@ struct gw_up_opts {
 };
 
 struct gw_upstream *gw_upstream_new(uv_loop_t *loop);
-/* Cancel every transfer (no callbacks) and free once handles are closed. */
+/* End every transfer still running (on_done with gw_up_err_cancelled, so
+ * owners free what they hold) and free once handles are closed. */
 void gw_upstream_free(struct gw_upstream *us);
 size_t gw_upstream_active(const struct gw_upstream *us);
 

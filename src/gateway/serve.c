@@ -248,6 +248,12 @@ static void probe_done(struct gw_up *u, const char *err, void *ud)
 {
     struct probe *p = ud;
     struct gw_target *t = p->t;
+    if (err == gw_up_err_cancelled) {
+        atomic_store(&t->probing, false);
+        gw_target_unref(t);
+        free(p);
+        return;
+    }
     int st = gw_up_status(u);
     bool ok = !err && (p->strict ? (st >= 200 && st < 300) : (st > 0 && st < 500));
     if (ok) {
@@ -298,7 +304,9 @@ static void scrape_done(struct gw_up *u, const char *err, void *ud)
     struct scrape *sc = ud;
     struct gw_target *t = sc->t;
     struct gw_vllm_load l;
-    if (!err && gw_up_status(u) == 200 &&
+    if (err == gw_up_err_cancelled) {
+        /* shutting down: nothing to record */
+    } else if (!err && gw_up_status(u) == 200 &&
         gw_vllm_load_parse(sc->body.data ? sc->body.data : "", sc->body.len, sc->model, &l) == 0) {
         atomic_store(&t->load_waiting, l.waiting);
         atomic_store(&t->load_running, l.running);

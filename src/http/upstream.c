@@ -23,6 +23,7 @@ const char gw_up_err_stalled[] = "upstream stream stalled";
 const char gw_up_err_timeout[] = "upstream request timed out";
 const char gw_up_err_io[] = "upstream connection failed";
 const char gw_up_err_too_big[] = "upstream response too large";
+const char gw_up_err_cancelled[] = "upstream request cancelled (shutting down)";
 
 const char *gw_up_err_kind(const char *e)
 {
@@ -532,7 +533,7 @@ void gw_upstream_free(struct gw_upstream *us)
     /* transfers still registered are cancelled by their owners first; any
      * left are detached here without callbacks */
     while (us->list)
-        gw_up_cancel(us->list);
+        finish(us->list, gw_up_err_cancelled);
     uv_timer_stop(&us->timer);
     uv_close((uv_handle_t *)&us->timer, us_closed);
 }
