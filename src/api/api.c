@@ -154,9 +154,14 @@ void gw_gateway_render_metrics(struct gw_gateway *gw, const struct gw_config *cf
     gw_buf_puts(out, "# HELP hybridgw_trace_spans_total Spans by export result (exported, "
                      "dropped: queue full, failed: refused or timed out).\n"
                      "# TYPE hybridgw_trace_spans_total counter\n");
-    if (gw->tracer) {
-        struct gw_tracer_stats ts;
+    /* one snapshot each, for the counters and the queue gauges below */
+    struct gw_tracer_stats ts = {0};
+    struct gw_ledger_stats ls = {0};
+    if (gw->tracer)
         gw_tracer_stats(gw->tracer, &ts);
+    if (gw->ledger)
+        gw_ledger_stats(gw->ledger, &ls);
+    if (gw->tracer) {
         gw_buf_printf(out, "hybridgw_trace_spans_total{result=\"exported\"} %llu\n"
                            "hybridgw_trace_spans_total{result=\"dropped\"} %llu\n"
                            "hybridgw_trace_spans_total{result=\"failed\"} %llu\n",
@@ -167,8 +172,6 @@ void gw_gateway_render_metrics(struct gw_gateway *gw, const struct gw_config *cf
                      "(written, dropped: queue full, failed: not written by shutdown).\n"
                      "# TYPE hybridgw_ledger_records_total counter\n");
     if (gw->ledger) {
-        struct gw_ledger_stats ls;
-        gw_ledger_stats(gw->ledger, &ls);
         gw_buf_printf(out, "hybridgw_ledger_records_total{result=\"written\"} %llu\n"
                            "hybridgw_ledger_records_total{result=\"dropped\"} %llu\n"
                            "hybridgw_ledger_records_total{result=\"failed\"} %llu\n",
@@ -178,15 +181,11 @@ void gw_gateway_render_metrics(struct gw_gateway *gw, const struct gw_config *cf
     gw_buf_puts(out, "# HELP hybridgw_ledger_queue_records Ledger records waiting to be "
                      "written.\n# TYPE hybridgw_ledger_queue_records gauge\n");
     if (gw->ledger) {
-        struct gw_ledger_stats ls;
-        gw_ledger_stats(gw->ledger, &ls);
         gw_buf_printf(out, "hybridgw_ledger_queue_records %llu\n", (unsigned long long)ls.queued);
     }
     gw_buf_puts(out, "# HELP hybridgw_trace_queue_spans Spans waiting for export now.\n"
                      "# TYPE hybridgw_trace_queue_spans gauge\n");
     if (gw->tracer) {
-        struct gw_tracer_stats ts;
-        gw_tracer_stats(gw->tracer, &ts);
         gw_buf_printf(out, "hybridgw_trace_queue_spans %llu\n", (unsigned long long)ts.queued);
     }
     gw_buf_printf(out,

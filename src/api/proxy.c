@@ -424,17 +424,21 @@ static const char *find_key_value(const char *s, size_t n, const char *key)
     return v < s + n ? v : NULL;
 }
 
-/* Parse just the last top-level-looking "usage" object, not the whole body. */
-static void scan_usage(struct proxy *p, const char *s, size_t n)
+/* Parse just the "usage" object found at v, not the whole body. */
+static void scan_usage_at(struct proxy *p, const char *v, const char *end)
 {
-    const char *v = find_key_value(s, n, "usage");
     if (!v || *v != '{')
         return;
-    json_t *u = json_loadb(v, (size_t)(s + n - v), JSON_DISABLE_EOF_CHECK, NULL);
+    json_t *u = json_loadb(v, (size_t)(end - v), JSON_DISABLE_EOF_CHECK, NULL);
     if (u) {
         p->b->provider->read_usage(u, &p->usage);
         json_decref(u);
     }
+}
+
+static void scan_usage(struct proxy *p, const char *s, size_t n)
+{
+    scan_usage_at(p, find_key_value(s, n, "usage"), s + n);
 }
 
 /* ---- relaying stream events ---- */
@@ -478,7 +482,7 @@ static int relay_openai(struct proxy *p, gw_str d)
         if (!p->scratch.err)
             d = (gw_str){p->scratch.data, p->scratch.len};
     } else if (uv && *uv == '{') {
-        scan_usage(p, d.p, d.len);
+        scan_usage_at(p, uv, d.p + d.len);
         /* the usage-only chunk: choices is an empty array */
         const char *cv = find_key_value(d.p, d.len, "choices");
         if (!p->client_usage && cv && *cv == '[') {
@@ -819,8 +823,7 @@ static void on_up_done(struct gw_up *u, const char *err, void *ud)
     struct proxy *p = ud;
     p->up = NULL;
     if (p->t) {
-        p->t->wk[p->w->id].inflight--;
-        p->t = p->t; /* still the current target for reports below */
+        p->t->wk[p->w->id].inflight--; /* p->t stays: the reports below name it */
     }
     if (!p->req) {
         finalize(p);

@@ -767,9 +767,7 @@ int gw_serve(const char *config_path)
     }
     if (G.tracer) {
         /* the workers are gone: every span is queued; send them */
-        struct gw_tracer_stats ts;
         gw_tracer_stop(G.tracer, 5000);
-        (void)ts;
         G.tracer = NULL;
     }
     free(G.workers);

@@ -35,22 +35,12 @@ static struct curl_slist *add_header_n(struct curl_slist *h, const char *name, g
 static struct curl_slist *add_headers(const struct gw_backend_conf *b, struct curl_slist *h,
                                       const struct gw_up_hints *hints)
 {
-    h = curl_slist_append(h, "Content-Type: application/json");
-    h = curl_slist_append(h, "Accept: application/json, text/event-stream");
-    h = curl_slist_append(h, "Expect:");
+    h = gw_provider_base_headers(h, "x-api-key: ", b->api_key);
     gw_str ver = hints && hints->anthropic_version.p ? hints->anthropic_version
                                                      : GW_STR(ANTHROPIC_VERSION);
     h = add_header_n(h, "anthropic-version", ver);
     if (hints)
         h = add_header_n(h, "anthropic-beta", hints->anthropic_beta);
-    if (b->api_key && b->api_key[0]) {
-        size_t n = strlen(b->api_key) + 16;
-        char *v = gw_malloc(n);
-        snprintf(v, n, "x-api-key: %s", b->api_key);
-        h = curl_slist_append(h, v);
-        memset(v, 0, n);
-        free(v);
-    }
     return h;
 }
 

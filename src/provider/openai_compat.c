@@ -25,23 +25,30 @@ static const char *chat_path(const struct gw_backend_conf *b)
     return "/v1/chat/completions";
 }
 
-static struct curl_slist *add_headers(const struct gw_backend_conf *b, struct curl_slist *h,
-                                      const struct gw_up_hints *hints)
+struct curl_slist *gw_provider_base_headers(struct curl_slist *h, const char *auth,
+                                            const char *key)
 {
     h = curl_slist_append(h, "Content-Type: application/json");
     h = curl_slist_append(h, "Accept: application/json, text/event-stream");
     /* curl would otherwise wait for 100-continue on bodies over 1 MiB */
     h = curl_slist_append(h, "Expect:");
-    if (b->api_key && b->api_key[0]) {
-        size_t n = strlen(b->api_key) + 32;
+    if (key && key[0]) {
+        size_t n = strlen(auth) + strlen(key) + 1;
         char *v = gw_malloc(n);
-        snprintf(v, n, "Authorization: Bearer %s", b->api_key);
+        snprintf(v, n, "%s%s", auth, key);
         h = curl_slist_append(h, v);
         /* wipe our copy; curl keeps its own in the list */
         memset(v, 0, n);
         free(v);
     }
     return h;
+}
+
+static struct curl_slist *add_headers(const struct gw_backend_conf *b, struct curl_slist *h,
+                                      const struct gw_up_hints *hints)
+{
+    (void)hints;
+    return gw_provider_base_headers(h, "Authorization: Bearer ", b->api_key);
 }
 
 static int prepare_request(const struct gw_backend_conf *b, json_t *req, bool stream)

@@ -78,6 +78,10 @@ struct gw_provider {
 };
 
 const struct gw_provider *gw_provider_find(const char *name);
+/* The headers every JSON upstream call carries, plus "<auth><key>" when key
+ * is set; our formatted copy of the secret is wiped before it is freed. */
+struct curl_slist *gw_provider_base_headers(struct curl_slist *h, const char *auth,
+                                            const char *key);
 /* "vllm, openai, anthropic" for messages. */
 const char *gw_provider_names(void);
 
