@@ -178,6 +178,8 @@ struct gw_config {
     uint64_t ledger_queue;           /* records held in memory at most; 10000 */
     bool ledger_fail_open;           /* database down: serve without budget checks
                                       * (logged, counted) instead of 503; default false */
+    uint64_t limits_sync_ms;         /* replicas swap rate-limit counts this often
+                                      * through the database; 0: each on its own; 500 */
 
     /* cost.reference: the backend whose prices give the counterfactual
      * ("had it gone to the frontier"); default the first frontier backend

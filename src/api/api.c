@@ -95,8 +95,13 @@ const struct gw_metric_family gw_m_budget = {
     "Requests a budget stopped: reject (402), downgrade (sent local), stream_cut (a stream passed its reservation), error (database down).",
     GW_METRIC_COUNTER, {"action", NULL}, NULL, 0};
 
+const struct gw_metric_family gw_m_limited = {
+    "hybridgw_rate_limited_total",
+    "Requests refused with 429 by a virtual key's or team's limit: limit is requests (per minute), tokens (per minute), concurrent or too_large (more tokens than the per-minute limit).",
+    GW_METRIC_COUNTER, {"scope", "limit", NULL}, NULL, 0};
+
 static const struct gw_metric_family *const families[] = {
-    &gw_m_budget,
+    &gw_m_budget, &gw_m_limited,
     &gw_m_itl, &gw_m_cost, &gw_m_counterfactual,
     &gw_m_build, &gw_m_requests, &gw_m_duration, &gw_m_ttft, &gw_m_inflight,
     &gw_m_upstream_errors, &gw_m_retries, &gw_m_fallbacks, &gw_m_tokens, &gw_m_decisions,
@@ -182,6 +187,21 @@ void gw_gateway_render_metrics(struct gw_gateway *gw, const struct gw_config *cf
                      "written.\n# TYPE hybridgw_ledger_queue_records gauge\n");
     if (gw->ledger) {
         gw_buf_printf(out, "hybridgw_ledger_queue_records %llu\n", (unsigned long long)ls.queued);
+    }
+    gw_buf_puts(out, "# HELP hybridgw_rate_limit_subjects Virtual keys and teams whose rate "
+                     "limits are being counted.\n# TYPE hybridgw_rate_limit_subjects gauge\n");
+    if (gw->limits)
+        gw_buf_printf(out, "hybridgw_rate_limit_subjects %zu\n", gw_limits_subjects(gw->limits));
+    gw_buf_puts(out, "# HELP hybridgw_rate_limit_syncs_total Exchanges of rate-limit counts with "
+                     "other replicas through the database, by result.\n"
+                     "# TYPE hybridgw_rate_limit_syncs_total counter\n");
+    if (gw->limits) {
+        struct gw_limits_sync_stats rs;
+        gw_limits_sync_stats(gw->limits, &rs);
+        gw_buf_printf(out,
+                      "hybridgw_rate_limit_syncs_total{result=\"ok\"} %llu\n"
+                      "hybridgw_rate_limit_syncs_total{result=\"error\"} %llu\n",
+                      (unsigned long long)(rs.syncs - rs.errors), (unsigned long long)rs.errors);
     }
     gw_buf_puts(out, "# HELP hybridgw_trace_queue_spans Spans waiting for export now.\n"
                      "# TYPE hybridgw_trace_queue_spans gauge\n");
@@ -580,6 +600,12 @@ void gw_api_on_head(struct gw_http_req *req)
         meta->vk->budget_month = au.vkey->budget_month;
         meta->vk->budget_total = au.vkey->budget_total;
         meta->vk->downgrade = au.vkey->downgrade;
+        meta->vk->limits = (struct gw_limit_spec){au.vkey->rpm, au.vkey->tpm,
+                                                  au.vkey->max_concurrent};
+        const struct gw_team *team = gw_keyset_team(w->keyset, au.vkey->team);
+        if (team)
+            meta->vk->team_limits = (struct gw_limit_spec){team->rpm, team->tpm,
+                                                           team->max_concurrent};
     }
     snprintf(meta->key, sizeof(meta->key), "%s", key);
     meta->authed = true;

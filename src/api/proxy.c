@@ -103,12 +103,20 @@ struct proxy {
     double reserve_ask;             /* what was asked to be reserved */
     double reserve_in;              /* its input (prompt) part */
     bool reserving;                 /* waiting for the budget thread */
+    struct gw_limit_ticket lim;     /* the rate limits' hold, given back in finalize */
+    struct gw_limit_view lim_view;  /* for the rate-limit headers */
+    bool lim_counted;               /* a key or team limit applied: send the headers */
+    bool lim_retry;                 /* refused by our limiter: retrying later helps */
+    bool lim_final;                 /* refused for good (too large): it does not */
+    int64_t lim_tokens;             /* tokens charged at admission */
+    int64_t lim_now_ms;             /* wall clock of the admission */
     bool finalize_pending;          /* finalize asked while reserving */
     char fallback_from[64];         /* first backend, when another one answered */
     const char *error_kind;         /* for the log; NULL when fine */
     char error_msg[256];
     struct gw_error err;            /* the client's error if no attempt succeeds */
     char retry_after[32];           /* from the upstream that produced err */
+    char retry_after_ms[24];        /* our own limiter's, to the millisecond */
     uint64_t t0_ns;
     uint64_t deadline_ns;
     uint64_t ttft_ns;               /* first event relayed */
@@ -171,9 +179,62 @@ static const char *ep_path(enum gw_endpoint ep)
 
 /* ---- responses to the client ---- */
 
+/* A time to wait as OpenAI writes it: "750ms", "59.25s", "1m0s". */
+static void go_duration(char *out, size_t size, int64_t ms)
+{
+    if (ms < 1000)
+        snprintf(out, size, "%lldms", (long long)GW_MAX(ms, 0));
+    else if (ms < 60000)
+        snprintf(out, size, "%gs", (double)ms / 1000.0);
+    else
+        snprintf(out, size, "%lldm%gs", (long long)(ms / 60000), (double)(ms % 60000) / 1000.0);
+}
+
+/* RFC 3339 UTC time ms from the admission, as Anthropic's reset headers. */
+static void rfc3339_after(char *out, size_t size, int64_t now_ms, int64_t ms)
+{
+    time_t t = (time_t)((now_ms + ms + 999) / 1000);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(out, size, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+/* x-ratelimit-* (both dialects) and anthropic-ratelimit-* (Anthropic
+ * clients) for a key or team with limits. */
+static void add_limit_headers(struct proxy *p)
+{
+    const struct gw_limit_view *v = &p->lim_view;
+    static const char *const what[2] = {"requests", "tokens"};
+    static const char *const part[3] = {"limit", "remaining", "reset"};
+    int64_t lim[2] = {v->req_limit, v->tok_limit};
+    int64_t rem[2] = {v->req_remaining, v->tok_remaining};
+    int64_t reset[2] = {v->req_reset_ms, v->tok_reset_ms};
+    char name[48], val[3][40];
+    for (int i = 0; i < 2; i++) {
+        if (lim[i] <= 0)
+            continue;
+        snprintf(val[0], sizeof(val[0]), "%lld", (long long)lim[i]);
+        snprintf(val[1], sizeof(val[1]), "%lld", (long long)rem[i]);
+        go_duration(val[2], sizeof(val[2]), reset[i]);
+        for (int j = 0; j < 3; j++) {
+            snprintf(name, sizeof(name), "x-ratelimit-%s-%s", part[j], what[i]);
+            gw_http_resp_header(p->req, name, val[j]);
+        }
+        if (p->ingress != GW_DIALECT_ANTHROPIC)
+            continue;
+        rfc3339_after(val[2], sizeof(val[2]), p->lim_now_ms, reset[i]);
+        for (int j = 0; j < 3; j++) {
+            snprintf(name, sizeof(name), "anthropic-ratelimit-%s-%s", what[i], part[j]);
+            gw_http_resp_header(p->req, name, val[j]);
+        }
+    }
+}
+
 static void add_route_headers(struct proxy *p)
 {
     struct gw_http_req *r = p->req;
+    if (p->lim_counted)
+        add_limit_headers(p);
     if (p->b) {
         gw_http_resp_header(r, "x-hybridgw-route", gw_tier_str(p->b->tier));
         gw_http_resp_header(r, "x-hybridgw-backend", p->b->name);
@@ -201,16 +262,23 @@ static void fail(struct proxy *p, int status, const char *type, const char *code
         add_route_headers(p);
         if (p->retry_after[0] && (status == 429 || status == 503))
             gw_http_resp_header(p->req, "retry-after", p->retry_after);
+        if (p->retry_after_ms[0] && status == 429)
+            gw_http_resp_header(p->req, "retry-after-ms", p->retry_after_ms);
+        if (p->lim_final)
+            /* waiting won't make it fit: SDKs must not retry */
+            gw_http_resp_header(p->req, "x-should-retry", "false");
         if (p->ingress == GW_DIALECT_ANTHROPIC) {
             char *body = gw_xlate_anthropic_error_body(status, msg);
             gw_http_resp_send(p->req, status, "application/json", body, strlen(body));
             p->bytes_out += strlen(body);
             free(body);
         } else {
-            if (status >= 500 || status == 429)
+            if ((status >= 500 || status == 429) && !p->lim_final)
                 /* the gateway already retried what it could; a client
-                 * retry storm helps nobody (OpenAI SDKs honour this) */
-                gw_http_resp_header(p->req, "x-should-retry", status == 503 ? "true" : "false");
+                 * retry storm helps nobody (OpenAI SDKs honour this). Our
+                 * own rate limit is different: it says when to come back */
+                gw_http_resp_header(p->req, "x-should-retry",
+                                    status == 503 || p->lim_retry ? "true" : "false");
             gw_api_send_error(p->req, status, type, code, param, msg);
             p->bytes_out += strlen(msg) + 80;
         }
@@ -1487,6 +1555,16 @@ static void finalize(struct proxy *p)
                 gw_series_inc(gw_metrics_getv(w->metrics, &gw_m_tokens, tier, backend, kinds[i]),
                               (double)v[i]);
     }
+    if (p->lim.e[0] || p->lim.e[1]) {
+        /* the rate limits count what was used; what never reached an
+         * upstream's answer used nothing */
+        int64_t used = 0;
+        if (p->usage.reported && !p->estimated)
+            used = GW_MAX(p->usage.prompt_tokens, 0) + GW_MAX(p->usage.completion_tokens, 0);
+        else if (p->status == 200 || p->streaming)
+            used = p->lim_tokens;
+        gw_limits_finish(w->gw->limits, &p->lim, used);
+    }
     if (p->rid[0] && w->gw->budget) {
         if (p->cost_done && p->cost.known)
             gw_budget_settle(w->gw->budget, p->rid, p->cost.usd);
@@ -1557,6 +1635,92 @@ static void count_tokens_estimate(struct proxy *p)
     p->bytes_out += strlen(body);
     p->req = NULL;
     finalize(p);
+}
+
+/* ---- rate limits ---- */
+
+/* The most tokens this request can use on any of its candidates: the
+ * prompt estimate plus max_tokens (or the backend's default). */
+static int64_t max_tokens_any(const struct proxy *p)
+{
+    int64_t worst = 0;
+    for (size_t i = 0; i < p->ncands; i++) {
+        const struct gw_backend_conf *b = p->cands[i];
+        double cpt = b->chars_per_token > 0 ? b->chars_per_token : 3.0;
+        int64_t in = (int64_t)ceil((double)p->prompt_chars / cpt) + 16;
+        int64_t out = p->req_max_tokens > 0 ? p->req_max_tokens : (int64_t)b->default_max_tokens;
+        if (in + out > worst)
+            worst = in + out;
+    }
+    return worst;
+}
+
+/* Count the request against its key's and team's limits. false: it was
+ * refused with a 429 (and finished). */
+static bool admit_limits(struct proxy *p, const struct gw_vkey_info *vk)
+{
+    struct gw_worker *w = p->w;
+    if (!w->gw->limits ||
+        (!gw_limit_spec_any(&vk->limits) && !gw_limit_spec_any(&vk->team_limits)))
+        return true;
+    struct gw_limit_verdict v;
+    p->lim_tokens = max_tokens_any(p);
+    p->lim_now_ms = (int64_t)(gw_wall_ns() / 1000000);
+    enum gw_limit_kind kind = gw_limits_admit(w->gw->limits, vk->id, &vk->limits, vk->team,
+                                              &vk->team_limits, p->lim_tokens, p->lim_now_ms,
+                                              &p->lim, &v);
+    p->lim_view = v.view;
+    p->lim_counted = true;
+    if (kind == GW_LIMIT_OK)
+        return true;
+    static const char *const kinds[] = {"ok", "requests", "tokens", "concurrent", "too_large"};
+    gw_series_inc(gw_metrics_getv(w->metrics, &gw_m_limited, v.scope, kinds[kind]), 1);
+    char who[100], msg[300];
+    if (strcmp(v.scope, "team") == 0)
+        snprintf(who, sizeof(who), "team `%.64s`", vk->team);
+    else
+        snprintf(who, sizeof(who), "this API key");
+    double secs = (double)v.retry_after_ms / 1000.0;
+    switch (kind) {
+    case GW_LIMIT_REQUESTS:
+        snprintf(msg, sizeof(msg),
+                 "Rate limit reached for %s on requests per minute: limit %lld, used %lld. "
+                 "Try again in %.1fs.",
+                 who, (long long)v.limit, (long long)v.used, secs);
+        break;
+    case GW_LIMIT_TOKENS:
+        snprintf(msg, sizeof(msg),
+                 "Rate limit reached for %s on tokens per minute: limit %lld, used %lld, "
+                 "requested %lld (prompt estimate + max_tokens). Try again in %.1fs.",
+                 who, (long long)v.limit, (long long)v.used, (long long)p->lim_tokens, secs);
+        break;
+    case GW_LIMIT_CONCURRENT:
+        snprintf(msg, sizeof(msg),
+                 "Too many concurrent requests for %s: limit %lld running at once. "
+                 "Try again when one has finished.",
+                 who, (long long)v.limit);
+        break;
+    default:
+        snprintf(msg, sizeof(msg),
+                 "Request too large for %s's tokens per minute: limit %lld, this request may "
+                 "use %lld (prompt estimate + max_tokens). Lower max_tokens or shorten the "
+                 "prompt.",
+                 who, (long long)v.limit, (long long)p->lim_tokens);
+        break;
+    }
+    gw_utf8_trim(msg);
+    if (v.retry_after_ms > 0) {
+        p->lim_retry = true;
+        snprintf(p->retry_after, sizeof(p->retry_after), "%lld",
+                 (long long)((v.retry_after_ms + 999) / 1000));
+        snprintf(p->retry_after_ms, sizeof(p->retry_after_ms), "%lld",
+                 (long long)v.retry_after_ms);
+    } else {
+        p->lim_final = true;
+    }
+    fail(p, 429, kind == GW_LIMIT_TOKENS || kind == GW_LIMIT_TOO_LARGE ? "tokens" : "requests",
+         "rate_limit_exceeded", NULL, msg);
+    return false;
 }
 
 /* ---- budgets ---- */
@@ -1815,6 +1979,8 @@ void gw_proxy_handle(struct gw_worker *w, struct gw_http_req *req, enum gw_endpo
         p->ncands = 1;
         gw_http_resp_header(req, "x-hybridgw-token-count", "upstream");
     }
+    if (meta->vk && ep != GW_EP_COUNT_TOKENS && !admit_limits(p, meta->vk))
+        return;
     if (meta->vk && w->gw->budget && ep != GW_EP_COUNT_TOKENS) {
         /* reserve the most it can cost before anything goes upstream */
         struct gw_vkey k;

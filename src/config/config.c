@@ -1916,10 +1916,10 @@ static int parse_otlp(struct ld *ld, yaml_node_t *map, const char *path, struct 
     return GW_OK;
 }
 
-/* ledger: { database: URL, queue: N } */
+/* ledger: { database: URL, queue: N, on_error: closed|open, limits_sync: DURATION } */
 static int parse_ledger(struct ld *ld, yaml_node_t *map, struct gw_config *c)
 {
-    static const char *const keys[] = {"database", "queue", "on_error"};
+    static const char *const keys[] = {"database", "queue", "on_error", "limits_sync"};
     if (check_map(ld, map, "ledger", keys, GW_ARRAY_LEN(keys)))
         return GW_ERR;
     for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top;
@@ -1954,6 +1954,9 @@ static int parse_ledger(struct ld *ld, yaml_node_t *map, struct gw_config *c)
             if (!ok)
                 return fail(ld, v, sub, "must be closed (refuse with 503) or open (serve "
                             "without budget checks)");
+        } else if (scalar_is(k, "limits_sync")) {
+            if (get_duration(ld, v, sub, &c->limits_sync_ms, true))
+                return GW_ERR;
         } else if (get_uint(ld, v, sub, &c->ledger_queue, 1, 10000000)) {
             return GW_ERR;
         }
@@ -2224,6 +2227,7 @@ static struct gw_config *config_new(const char *name)
     c->otlp_timeout_ms = 5000;
     c->service_name = gw_strdup("hybridgw");
     c->ledger_queue = 10000;
+    c->limits_sync_ms = 500;
     c->frontier_threshold = 0.3;
     c->spill_waiting_above = 8;
     c->spill_kv_above = 0.9;

@@ -20,6 +20,7 @@
 #include "hybridgw/http.h"
 #include "hybridgw/metrics.h"
 #include "hybridgw/upstream.h"
+#include "gateway/limits.h"
 
 #define GW_MAX_WORKERS 64
 
@@ -135,6 +136,7 @@ struct gw_gateway {
     struct gw_ledger *ledger;       /* NULL when ledger.database is not set */
     struct gw_store *store;         /* main thread's own connection (keys) */
     struct gw_budget *budget;       /* reservations (own thread and connection) */
+    struct gw_limits *limits;       /* rate limits of virtual keys and teams */
     struct gw_keyset *keyset;       /* latest; guarded by cfg_lock */
     uv_timer_t keys_timer;
     atomic_bool last_reload_ok;     /* the last load (start or SIGHUP) worked */
@@ -162,6 +164,7 @@ extern const struct gw_metric_family gw_m_decisions;
 extern const struct gw_metric_family gw_m_retries;
 extern const struct gw_metric_family gw_m_itl;
 extern const struct gw_metric_family gw_m_budget;
+extern const struct gw_metric_family gw_m_limited;
 extern const struct gw_metric_family gw_m_cost;
 extern const struct gw_metric_family gw_m_counterfactual;
 extern const struct gw_metric_family gw_m_fallbacks;
@@ -207,6 +210,8 @@ struct gw_vkey_info {
     char name[65];
     double budget_day, budget_month, budget_total; /* 0 = none */
     bool downgrade;             /* over budget: local tier instead of 402 */
+    struct gw_limit_spec limits;      /* the key's rpm/tpm/concurrent */
+    struct gw_limit_spec team_limits; /* its team's (from the team's row) */
 };
 
 /* What the API layer knows of a request from its head on; lives in the

@@ -36,11 +36,34 @@ static int by_hash(const void *a, const void *b)
     return memcmp(((const struct gw_vkey *)a)->sha256, ((const struct gw_vkey *)b)->sha256, 32);
 }
 
+struct collect_teams {
+    struct gw_team *t;
+    size_t n, cap;
+};
+
+static void on_team(const struct gw_team *t, void *ud)
+{
+    struct collect_teams *c = ud;
+    if (c->n == c->cap) {
+        c->cap = c->cap ? c->cap * 2 : 16;
+        c->t = gw_realloc(c->t, c->cap * sizeof(*c->t));
+    }
+    memcpy(&c->t[c->n++], t, sizeof(*t));
+}
+
+static int by_name(const void *a, const void *b)
+{
+    return strcmp(((const struct gw_team *)a)->name, ((const struct gw_team *)b)->name);
+}
+
 struct gw_keyset *gw_keyset_load(struct gw_store *s)
 {
     struct collect c = {NULL, 0, 0};
-    if (gw_store_key_list(s, on_key, &c) != GW_STORE_OK) {
+    struct collect_teams ct = {NULL, 0, 0};
+    if (gw_store_key_list(s, on_key, &c) != GW_STORE_OK ||
+        gw_store_team_list(s, on_team, &ct) != GW_STORE_OK) {
         free(c.k);
+        free(ct.t);
         return NULL;
     }
     if (c.n > 1)
@@ -49,12 +72,27 @@ struct gw_keyset *gw_keyset_load(struct gw_store *s)
     atomic_init(&ks->refs, 1);
     ks->k = c.k;
     ks->n = c.n;
+    if (ct.n > 1) /* by bytes: a database collation may order names otherwise */
+        qsort(ct.t, ct.n, sizeof(*ct.t), by_name);
+    ks->teams = ct.t;
+    ks->nteams = ct.n;
     return ks;
 }
 
 bool gw_keyset_same(const struct gw_keyset *a, const struct gw_keyset *b)
 {
-    return a && b && a->n == b->n && (a->n == 0 || memcmp(a->k, b->k, a->n * sizeof(*a->k)) == 0);
+    return a && b && a->n == b->n && a->nteams == b->nteams &&
+           (a->n == 0 || memcmp(a->k, b->k, a->n * sizeof(*a->k)) == 0) &&
+           (a->nteams == 0 || memcmp(a->teams, b->teams, a->nteams * sizeof(*a->teams)) == 0);
+}
+
+const struct gw_team *gw_keyset_team(const struct gw_keyset *ks, const char *name)
+{
+    if (!ks || ks->nteams == 0 || !name || !*name)
+        return NULL;
+    struct gw_team probe;
+    snprintf(probe.name, sizeof(probe.name), "%s", name);
+    return bsearch(&probe, ks->teams, ks->nteams, sizeof(*ks->teams), by_name);
 }
 
 const struct gw_vkey *gw_keyset_find(const struct gw_keyset *ks, const unsigned char sha256[32])
@@ -77,6 +115,7 @@ void gw_keyset_unref(struct gw_keyset *ks)
 {
     if (ks && atomic_fetch_sub(&ks->refs, 1) == 1) {
         free(ks->k);
+        free(ks->teams);
         free(ks);
     }
 }

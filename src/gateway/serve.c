@@ -644,6 +644,19 @@ int gw_serve(const char *config_path)
             fprintf(stderr, "hybridgw: %s\n", err);
             return 2;
         }
+        G.limits = gw_limits_new();
+        if (cfg->limits_sync_ms > 0) {
+            if (gw_limits_sync_start(G.limits, cfg->ledger_url, (int64_t)cfg->limits_sync_ms,
+                                     err, sizeof(err)) < 0) {
+                fprintf(stderr, "hybridgw: %s\n", err);
+                return 2;
+            }
+            gw_log_info("rate limits: counts shared with other replicas every %llu ms "
+                        "through the %s database",
+                        (unsigned long long)cfg->limits_sync_ms, gw_store_kind(G.store));
+        } else {
+            gw_log_info("rate limits: counted in this process only (ledger.limits_sync: 0)");
+        }
     }
     if (cfg->otlp_endpoint) {
         G.tracer = gw_tracer_start(cfg);
@@ -754,6 +767,8 @@ int gw_serve(const char *config_path)
     uv_loop_close(G.loop);
     gw_budget_stop(G.budget);
     G.budget = NULL;
+    gw_limits_free(G.limits);
+    G.limits = NULL;
     gw_keyset_unref(G.keyset);
     G.keyset = NULL;
     if (G.store) {

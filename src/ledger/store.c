@@ -112,8 +112,28 @@ static const char *const migration_1[] = {
     NULL,
 };
 
+/* Version 2: rate-limit counts that replicas share (gw_store_rate_sync). */
+static const char *const migration_2[] = {
+    "CREATE TABLE rate_usage ("
+    " subject TEXT NOT NULL,"
+    " sec BIGINT NOT NULL,"
+    " replica TEXT NOT NULL,"
+    " requests BIGINT NOT NULL DEFAULT 0,"
+    " tokens BIGINT NOT NULL DEFAULT 0,"
+    " PRIMARY KEY (subject, sec, replica))",
+    "CREATE INDEX rate_usage_sec ON rate_usage (sec)",
+    "CREATE TABLE rate_inflight ("
+    " subject TEXT NOT NULL,"
+    " replica TEXT NOT NULL,"
+    " inflight BIGINT NOT NULL DEFAULT 0,"
+    " updated_ms BIGINT NOT NULL,"
+    " PRIMARY KEY (subject, replica))",
+    NULL,
+};
+
 static const char *const *const migrations[] = {
     migration_1,
+    migration_2,
 };
 #define SCHEMA_VERSION ((int)GW_ARRAY_LEN(migrations))
 
@@ -160,6 +180,12 @@ enum {
     Q_REPORT_MODEL,
     Q_REPORT_TIER,
     Q_REPORT_BACKEND,
+    Q_RATE_PUT,
+    Q_INFL_PUT,
+    Q_RATE_OTHERS,
+    Q_INFL_OTHERS,
+    Q_RATE_PRUNE,
+    Q_INFL_PRUNE,
     Q_COUNT
 };
 
@@ -211,6 +237,19 @@ static const char *const query_sql[Q_COUNT] = {
     [Q_REPORT_MODEL] = REPORT("model"),
     [Q_REPORT_TIER] = REPORT("tier"),
     [Q_REPORT_BACKEND] = REPORT("backend"),
+    [Q_RATE_PUT] = "INSERT INTO rate_usage (subject, sec, replica, requests, tokens)"
+                   " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (subject, sec, replica)"
+                   " DO UPDATE SET requests = excluded.requests, tokens = excluded.tokens",
+    [Q_INFL_PUT] = "INSERT INTO rate_inflight (subject, replica, inflight, updated_ms)"
+                   " VALUES ($1, $2, $3, $4) ON CONFLICT (subject, replica)"
+                   " DO UPDATE SET inflight = excluded.inflight, updated_ms = excluded.updated_ms",
+    [Q_RATE_OTHERS] = "SELECT subject, sec, SUM(requests), SUM(tokens) FROM rate_usage"
+                      " WHERE sec > $1 AND replica <> $2 GROUP BY subject, sec",
+    [Q_INFL_OTHERS] = "SELECT subject, SUM(inflight) FROM rate_inflight"
+                      " WHERE updated_ms > $1 AND replica <> $2 AND inflight > 0"
+                      " GROUP BY subject",
+    [Q_RATE_PRUNE] = "DELETE FROM rate_usage WHERE sec < $1",
+    [Q_INFL_PRUNE] = "DELETE FROM rate_inflight WHERE updated_ms < $1",
 };
 
 _Static_assert(Q_COUNT <= GW__DB_MAX_QUERIES, "raise GW__DB_MAX_QUERIES");
@@ -1133,4 +1172,79 @@ int gw_store_spend_report(struct gw_store *s, const char *by, int64_t since,
         cb(&v[i], ud);
     free(v);
     return GW_STORE_OK;
+}
+
+/* ------------------------------------------------------------------ */
+/* rate-limit counts between replicas */
+
+int gw_store_rate_sync(struct gw_store *s, const char *replica, int64_t now_ms,
+                       const struct gw_rate_row *mine, size_t n,
+                       const struct gw_rate_inflight *infl, size_t ninfl, int64_t window_s,
+                       int64_t stale_ms, bool prune, struct gw_rate_row **others,
+                       size_t *nothers, struct gw_rate_inflight **oinfl, size_t *noinfl)
+{
+    *others = NULL;
+    *oinfl = NULL;
+    *nothers = *noinfl = 0;
+    int64_t now_s = now_ms / 1000;
+    if (tx_begin(s, true) < 0)
+        return errctx(s, "rate sync", GW_STORE_ERR);
+    int rc = GW_STORE_OK;
+    for (size_t i = 0; i < n && rc == GW_STORE_OK; i++)
+        rc = q_exec(s, Q_RATE_PUT,
+                    ARGS(TXT(mine[i].subject), INT(mine[i].sec), TXT(replica),
+                         INT(mine[i].requests), INT(mine[i].tokens)),
+                    NULL);
+    for (size_t i = 0; i < ninfl && rc == GW_STORE_OK; i++)
+        rc = q_exec(s, Q_INFL_PUT,
+                    ARGS(TXT(infl[i].subject), TXT(replica), INT(infl[i].inflight), INT(now_ms)),
+                    NULL);
+    if (rc == GW_STORE_OK && prune) {
+        /* a second leaves everyone's window after window_s; keep one more
+         * window for clocks that disagree a little */
+        rc = q_exec(s, Q_RATE_PRUNE, ARGS(INT(now_s - 2 * window_s)), NULL);
+        if (rc == GW_STORE_OK)
+            rc = q_exec(s, Q_INFL_PRUNE, ARGS(INT(now_ms - 10 * stale_ms)), NULL);
+    }
+    size_t cap = 0;
+    if (rc == GW_STORE_OK) {
+        rc = q_start(s, Q_RATE_OTHERS, ARGS(INT(now_s - window_s), TXT(replica)));
+        while (rc == GW_STORE_OK && (rc = s->ops->step(s)) == 1) {
+            if (*nothers == cap) {
+                cap = cap ? cap * 2 : 64;
+                *others = gw_realloc(*others, cap * sizeof(**others));
+            }
+            struct gw_rate_row *r = &(*others)[(*nothers)++];
+            cpy(r->subject, sizeof(r->subject), s->ops->col_text(s, 0));
+            r->sec = s->ops->col_int(s, 1);
+            r->requests = s->ops->col_int(s, 2);
+            r->tokens = s->ops->col_int(s, 3);
+            rc = GW_STORE_OK;
+        }
+        q_end(s);
+    }
+    cap = 0;
+    if (rc == GW_STORE_OK) {
+        rc = q_start(s, Q_INFL_OTHERS, ARGS(INT(now_ms - stale_ms), TXT(replica)));
+        while (rc == GW_STORE_OK && (rc = s->ops->step(s)) == 1) {
+            if (*noinfl == cap) {
+                cap = cap ? cap * 2 : 16;
+                *oinfl = gw_realloc(*oinfl, cap * sizeof(**oinfl));
+            }
+            struct gw_rate_inflight *r = &(*oinfl)[(*noinfl)++];
+            cpy(r->subject, sizeof(r->subject), s->ops->col_text(s, 0));
+            r->inflight = s->ops->col_int(s, 1);
+            rc = GW_STORE_OK;
+        }
+        q_end(s);
+    }
+    if (rc == GW_STORE_OK && tx_commit(s) == GW_STORE_OK)
+        return GW_STORE_OK;
+    tx_rollback(s);
+    free(*others);
+    free(*oinfl);
+    *others = NULL;
+    *oinfl = NULL;
+    *nothers = *noinfl = 0;
+    return errctx(s, "rate sync", GW_STORE_ERR);
 }

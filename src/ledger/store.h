@@ -169,4 +169,28 @@ bool gw_vkey_allows_model(const struct gw_vkey *k, const char *model);
 int gw_store_team_list(struct gw_store *s, void (*cb)(const struct gw_team *t, void *ud),
                        void *ud);
 
+/* ---- rate-limit counts shared between replicas (src/gateway/limits.c) ---- */
+#define GW_RATE_SUBJECT_LEN 80      /* "key:" + key id or "team:" + name, NUL included */
+/* One second of one subject's counts. */
+struct gw_rate_row {
+    char subject[GW_RATE_SUBJECT_LEN];
+    int64_t sec, requests, tokens;
+};
+/* One subject's requests running now. */
+struct gw_rate_inflight {
+    char subject[GW_RATE_SUBJECT_LEN];
+    int64_t inflight;
+};
+/* One round of the exchange, in one transaction: write this replica's rows
+ * (absolute values per second, replacing what it wrote before) and in-flight
+ * counts (stamped now_ms), then read the other replicas' seconds newer than
+ * now - window_s, summed per subject and second, and their in-flight counts
+ * stamped within stale_ms, summed per subject. *others / *oinfl are
+ * allocated (free them). prune: also delete rows too old to matter. */
+int gw_store_rate_sync(struct gw_store *s, const char *replica, int64_t now_ms,
+                       const struct gw_rate_row *mine, size_t n,
+                       const struct gw_rate_inflight *infl, size_t ninfl, int64_t window_s,
+                       int64_t stale_ms, bool prune, struct gw_rate_row **others,
+                       size_t *nothers, struct gw_rate_inflight **oinfl, size_t *noinfl);
+
 #endif

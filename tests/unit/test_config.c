@@ -88,6 +88,7 @@ static void test_defaults(void **state)
     assert_string_equal(c->listen, "0.0.0.0:8080");
     assert_null(c->admin_listen);
     assert_int_equal(c->workers, want_workers);
+    assert_int_equal(c->limits_sync_ms, 500);
     assert_int_equal(c->max_body_bytes, 8u << 20);
     assert_int_equal(c->max_header_bytes, 32u << 10);
     assert_int_equal(c->max_headers, 100);
@@ -180,7 +181,7 @@ static const char full_yaml[] =
     "  fallback: { local: [frontier], frontier: [local] }\n"
     "telemetry:\n"
     "  otlp: { endpoint: \"http://otel:4318/v1/traces\", headers: {}, sample: 1.0 }\n"
-    "ledger: { database: \"sqlite:///var/lib/hybridgw/ledger.db\" }\n";
+    "ledger: { database: \"sqlite:///var/lib/hybridgw/ledger.db\", limits_sync: 250ms }\n";
 
 static void test_full(void **state)
 {
@@ -243,6 +244,8 @@ static void test_full(void **state)
     assert_ptr_equal(c->models[0].backend, q);
     assert_ptr_equal(c->models[1].backend, g);
     assert_int_equal(c->default_tier, GW_TIER_FRONTIER);
+    assert_string_equal(c->ledger_url, "sqlite:///var/lib/hybridgw/ledger.db");
+    assert_int_equal(c->limits_sync_ms, 250);
     gw_config_unref(c);
 }
 
@@ -440,6 +443,8 @@ static void test_errors(void **state)
          "must be local or frontier"},
         {BACKEND "telemetry: 1\n", "t.yaml:7: telemetry", "expected a mapping"},
         {BACKEND "ledger: [a]\n", "t.yaml:7: ledger", "expected a mapping"},
+        {BACKEND "ledger: { limits_sync: often }\n", "t.yaml:7: ledger.limits_sync",
+         "not a duration"},
         {BACKEND "telemetry: { [a]: 1 }\n", "t.yaml:7: telemetry", "keys must be strings"},
         /* interpolation */
         {"backends:\n  qwen:\n    tier: local\n    provider: vllm\n    url: http://h:1\n"

@@ -65,7 +65,7 @@ static void pg_wipe(const char *url)
         fail_msg("postgres: %s", PQerrorMessage(c));
     PGresult *r = PQexec(c, "SET client_min_messages = warning;"
                             "DROP TABLE IF EXISTS schema_migrations, keys, teams, reservations,"
-                            " spend_totals, spend CASCADE");
+                            " spend_totals, spend, rate_usage, rate_inflight CASCADE");
     if (PQresultStatus(r) != PGRES_COMMAND_OK)
         fail_msg("postgres wipe: %s", PQerrorMessage(c));
     PQclear(r);
@@ -117,7 +117,7 @@ static void test_open_migrate(void **state)
     struct backend *b = *state;
     char err[512];
     struct gw_store *s = open_fresh(b);
-    assert_int_equal(gw_store_schema_version(s), 1);
+    assert_int_equal(gw_store_schema_version(s), 2);
     assert_string_equal(gw_store_kind(s), b->kind == BK_POSTGRES ? "postgres" : "sqlite");
     struct gw_vkey k = vkey("survives", "");
     create_key(s, &k);
@@ -125,7 +125,7 @@ static void test_open_migrate(void **state)
      * the data is still there (an in-memory database is a new one) */
     struct gw_store *s2 = gw_store_open(b->url, err, sizeof(err));
     assert_non_null(s2);
-    assert_int_equal(gw_store_schema_version(s2), 1);
+    assert_int_equal(gw_store_schema_version(s2), 2);
     struct gw_vkey got;
     int rc = gw_store_key_get(s2, k.id, &got);
     assert_int_equal(rc, b->kind == BK_MEMORY ? GW_STORE_NOT_FOUND : GW_STORE_OK);
@@ -134,7 +134,7 @@ static void test_open_migrate(void **state)
     /* and once more after closing everything */
     s = gw_store_open(b->url, err, sizeof(err));
     assert_non_null(s);
-    assert_int_equal(gw_store_schema_version(s), 1);
+    assert_int_equal(gw_store_schema_version(s), 2);
     gw_store_close(s);
 }
 
@@ -485,6 +485,82 @@ static void test_team_list(void **state)
     assert_int_equal(gw_store_team_put(s, &t), GW_STORE_ERR);
     assert_int_equal(gw_store_team_list(s, on_team_count, &n), GW_STORE_OK);
     assert_int_equal(n, 2);
+    gw_store_close(s);
+}
+
+static const struct gw_rate_row *find_row(const struct gw_rate_row *r, size_t n,
+                                          const char *subject, int64_t sec)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(r[i].subject, subject) == 0 && r[i].sec == sec)
+            return &r[i];
+    return NULL;
+}
+
+/* Two replicas exchange rate-limit counts through one database: each reads
+ * the other's seconds (summed), never its own; rewriting a second replaces
+ * it; old seconds and stale in-flight counts are not read. */
+static void test_rate_sync(void **state)
+{
+    struct backend *b = *state;
+    struct gw_store *s = open_fresh(b);
+    int64_t now = 1800000000000; /* ms */
+    int64_t sec = now / 1000;
+    struct gw_rate_row a_rows[] = {
+        {"key:vk_a", sec, 3, 300}, {"key:vk_a", sec - 1, 1, 50}, {"team:t", sec, 3, 300},
+        {"key:vk_a", sec - 200, 9, 900}, /* long gone */
+    };
+    struct gw_rate_inflight a_inf[] = {{"key:vk_a", 2}, {"team:t", 0}};
+    struct gw_rate_row *o;
+    struct gw_rate_inflight *oi;
+    size_t no, noi;
+    assert_int_equal(gw_store_rate_sync(s, "replica-a", now, a_rows, 4, a_inf, 2, 60, 1500,
+                                        false, &o, &no, &oi, &noi),
+                     GW_STORE_OK);
+    assert_int_equal(no, 0); /* nobody else yet */
+    assert_int_equal(noi, 0);
+    free(o);
+    free(oi);
+    /* replica b writes the same second of the team and reads a's */
+    struct gw_rate_row b_rows[] = {{"team:t", sec, 2, 100}};
+    assert_int_equal(gw_store_rate_sync(s, "replica-b", now + 100, b_rows, 1, NULL, 0, 60, 1500,
+                                        false, &o, &no, &oi, &noi),
+                     GW_STORE_OK);
+    assert_int_equal(no, 3); /* a's three recent seconds, not its own */
+    const struct gw_rate_row *r = find_row(o, no, "key:vk_a", sec);
+    assert_non_null(r);
+    assert_int_equal(r->requests, 3);
+    assert_int_equal(r->tokens, 300);
+    r = find_row(o, no, "team:t", sec);
+    assert_non_null(r);
+    assert_int_equal(r->requests, 3);
+    assert_null(find_row(o, no, "key:vk_a", sec - 200));
+    assert_int_equal(noi, 1); /* a's zero in-flight team row is not reported */
+    assert_string_equal(oi[0].subject, "key:vk_a");
+    assert_int_equal(oi[0].inflight, 2);
+    free(o);
+    free(oi);
+    /* a rewrites its second (a correction); a third replica reads a + b
+     * summed per second; a's in-flight row is stale by then */
+    a_rows[0].tokens = 120;
+    assert_int_equal(gw_store_rate_sync(s, "replica-a", now + 200, a_rows, 1, NULL, 0, 60, 1500,
+                                        false, &o, &no, &oi, &noi),
+                     GW_STORE_OK);
+    free(o);
+    free(oi);
+    assert_int_equal(gw_store_rate_sync(s, "replica-c", now + 2000, NULL, 0, NULL, 0, 60, 1500,
+                                        true, &o, &no, &oi, &noi),
+                     GW_STORE_OK);
+    r = find_row(o, no, "team:t", sec);
+    assert_non_null(r);
+    assert_int_equal(r->requests, 5);
+    assert_int_equal(r->tokens, 400);
+    r = find_row(o, no, "key:vk_a", sec);
+    assert_non_null(r);
+    assert_int_equal(r->tokens, 120);
+    assert_int_equal(noi, 0);
+    free(o);
+    free(oi);
     gw_store_close(s);
 }
 
@@ -977,7 +1053,7 @@ static int setup_pg(void **state)
         cmocka_unit_test(test_reserve_arithmetic), cmocka_unit_test(test_team_budget),  \
         cmocka_unit_test(test_team_list), cmocka_unit_test(test_settle_release),        \
         cmocka_unit_test(test_period_rollover), cmocka_unit_test(test_expire),          \
-        cmocka_unit_test(test_append_report)
+        cmocka_unit_test(test_append_report), cmocka_unit_test(test_rate_sync)
 
 static int concurrency_main(int argc, char **argv)
 {
