@@ -603,9 +603,12 @@ void gw_api_on_head(struct gw_http_req *req)
         meta->vk->limits = (struct gw_limit_spec){au.vkey->rpm, au.vkey->tpm,
                                                   au.vkey->max_concurrent};
         const struct gw_team *team = gw_keyset_team(w->keyset, au.vkey->team);
-        if (team)
+        if (team) {
             meta->vk->team_limits = (struct gw_limit_spec){team->rpm, team->tpm,
                                                            team->max_concurrent};
+            meta->vk->team_budget =
+                team->budget_day > 0 || team->budget_month > 0 || team->budget_total > 0;
+        }
     }
     snprintf(meta->key, sizeof(meta->key), "%s", key);
     meta->authed = true;

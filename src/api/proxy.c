@@ -103,6 +103,7 @@ struct proxy {
     double reserve_ask;             /* what was asked to be reserved */
     double reserve_in;              /* its input (prompt) part */
     bool reserving;                 /* waiting for the budget thread */
+    bool charge;                    /* a virtual key without budgets: book its cost at the end */
     struct gw_limit_ticket lim;     /* the rate limits' hold, given back in finalize */
     struct gw_limit_view lim_view;  /* for the rate-limit headers */
     bool lim_counted;               /* a key or team limit applied: send the headers */
@@ -1565,6 +1566,8 @@ static void finalize(struct proxy *p)
             used = p->lim_tokens;
         gw_limits_finish(w->gw->limits, &p->lim, used);
     }
+    if (p->charge && p->cost_done && p->cost.known && p->cost.usd > 0)
+        gw_budget_charge(w->gw->budget, p->key_id, p->team, p->cost.usd);
     if (p->rid[0] && w->gw->budget) {
         if (p->cost_done && p->cost.known)
             gw_budget_settle(w->gw->budget, p->rid, p->cost.usd);
@@ -1981,7 +1984,13 @@ void gw_proxy_handle(struct gw_worker *w, struct gw_http_req *req, enum gw_endpo
     }
     if (meta->vk && ep != GW_EP_COUNT_TOKENS && !admit_limits(p, meta->vk))
         return;
-    if (meta->vk && w->gw->budget && ep != GW_EP_COUNT_TOKENS) {
+    const struct gw_vkey_info *vk = meta->vk;
+    if (vk && w->gw->budget && ep != GW_EP_COUNT_TOKENS && vk->budget_day <= 0 &&
+        vk->budget_month <= 0 && vk->budget_total <= 0 && !vk->team_budget) {
+        /* nothing to hold it to: no wait for the database, the cost is
+         * booked when it is known */
+        p->charge = true;
+    } else if (vk && w->gw->budget && ep != GW_EP_COUNT_TOKENS) {
         /* reserve the most it can cost before anything goes upstream */
         struct gw_vkey k;
         memset(&k, 0, sizeof(k));

@@ -2,10 +2,13 @@
  * budget.c - budget reservations for the request path.
  *
  * The store blocks, so one thread of its own (with its own connection)
- * runs the operations in order. A worker submits a reservation with a
- * callback; the answer comes back to that worker's loop through a uv_async
- * and a completion list, never on the store thread. Settling and releasing
- * are fire and forget. In PostgreSQL the reservation is atomic across every
+ * runs the operations. A worker submits a reservation with a callback; the
+ * answer comes back to that worker's loop through a uv_async and a
+ * completion list, never on the store thread. Settling, releasing and
+ * charging (spend of a key without budgets) are fire and forget. The thread
+ * takes whatever is queued (up to BATCH_MAX) and runs it in two
+ * transactions, the settles first, then the reservations in order: under
+ * load one commit serves dozens of requests. In PostgreSQL the reservation is atomic across every
  * replica sharing the database, so N gateways enforce one budget, with an
  * overspend bounded by what one request costs beyond its reservation.
  */
@@ -16,12 +19,15 @@
 #include "gateway/budget.h"
 #include "gateway/gateway.h"
 
-enum op_kind { OP_RESERVE = 0, OP_SETTLE = 1, OP_RELEASE = 2 };
+enum op_kind { OP_RESERVE = 0, OP_SETTLE = 1, OP_RELEASE = 2, OP_CHARGE = 3 };
+
+/* Ops taken off the queue at once and run in one transaction per kind. */
+#define BATCH_MAX 128
 
 struct op {
     struct op *next;
     enum op_kind kind;
-    struct gw_vkey key;         /* RESERVE */
+    struct gw_vkey key;         /* RESERVE; CHARGE: id and team */
     double usd;
     char rid[48];
     struct gw_worker *w;
@@ -73,81 +79,128 @@ static void deliver(struct gw_budget *b, struct op *o)
 
 static void submit(struct gw_budget *b, struct op *o);
 
-/* A settle or release the database refused: try again (a lost settle would
- * leave the full reservation held until it expires, and the real cost never
- * charged). About five minutes of tries, one a second. */
-static bool retry_later(struct gw_budget *b, struct op *o, const char *what)
+/* Why a reservation did not fit, for the client. */
+static void explain_over(struct op *o, const struct gw_spend_state *st)
 {
-    if (++o->tries > 300) {
-        gw_log_error("budget: giving up on a %s after %u tries: %s", what, o->tries,
-                     gw_store_error(b->store));
-        return false;
-    }
-    if (o->tries == 1)
-        gw_log_error("budget: could not %s a reservation (%s); retrying every second", what,
-                     gw_store_error(b->store));
-    uv_sleep(1000);
-    submit(b, o);
-    return true;
+    const struct gw_vkey *k = &o->key;
+    if (k->budget_day > 0 && st->key_day + o->usd > k->budget_day)
+        snprintf(o->why, sizeof(o->why), "the key's daily budget (%.6g of %.6g USD used)",
+                 st->key_day, k->budget_day);
+    else if (k->budget_month > 0 && st->key_month + o->usd > k->budget_month)
+        snprintf(o->why, sizeof(o->why), "the key's monthly budget (%.6g of %.6g USD used)",
+                 st->key_month, k->budget_month);
+    else if (k->budget_total > 0 && st->key_total + o->usd > k->budget_total)
+        snprintf(o->why, sizeof(o->why), "the key's total budget (%.6g of %.6g USD used)",
+                 st->key_total, k->budget_total);
+    else
+        snprintf(o->why, sizeof(o->why), "the budget of team %s", k->team);
 }
 
-static void run(struct gw_budget *b, struct op *o)
+/* Reservations: one transaction for the lot; when it fails, one at a time,
+ * so one bad request does not fail the others. Answers go to the workers. */
+static void run_reserves(struct gw_budget *b, struct op **ops, size_t n, int64_t now)
 {
-    int64_t now = (int64_t)(gw_wall_ns() / 1000000000ull);
-    switch (o->kind) {
-    case OP_RESERVE: {
+    struct gw_reserve_req *rq = gw_calloc(n, sizeof(*rq));
+    for (size_t i = 0; i < n; i++) {
+        rq[i].key = &ops[i]->key;
+        rq[i].max_usd = ops[i]->usd;
+    }
+    bool batched = n > 1 && gw_store_reserve_batch(b->store, rq, n, now) == GW_STORE_OK;
+    for (size_t i = 0; i < n; i++) {
+        struct op *o = ops[i];
         struct gw_spend_state st;
-        o->rc = gw_store_reserve(b->store, &o->key, o->usd, now, o->rid, sizeof(o->rid), &st);
-        if (o->rc == GW_STORE_OVER_BUDGET) {
-            const struct gw_vkey *k = &o->key;
-            if (k->budget_day > 0 && st.key_day + o->usd > k->budget_day)
-                snprintf(o->why, sizeof(o->why), "the key's daily budget (%.6g of %.6g USD used)",
-                         st.key_day, k->budget_day);
-            else if (k->budget_month > 0 && st.key_month + o->usd > k->budget_month)
-                snprintf(o->why, sizeof(o->why), "the key's monthly budget (%.6g of %.6g USD used)",
-                         st.key_month, k->budget_month);
-            else if (k->budget_total > 0 && st.key_total + o->usd > k->budget_total)
-                snprintf(o->why, sizeof(o->why), "the key's total budget (%.6g of %.6g USD used)",
-                         st.key_total, k->budget_total);
-            else
-                snprintf(o->why, sizeof(o->why), "the budget of team %s", k->team);
-        } else if (o->rc != GW_STORE_OK) {
-            snprintf(o->why, sizeof(o->why), "%s", gw_store_error(b->store));
+        if (batched) {
+            o->rc = rq[i].rc;
+            snprintf(o->rid, sizeof(o->rid), "%s", rq[i].rid);
+            st = rq[i].state;
+        } else {
+            o->rc = gw_store_reserve(b->store, &o->key, o->usd, now, o->rid, sizeof(o->rid), &st);
         }
+        if (o->rc == GW_STORE_OVER_BUDGET)
+            explain_over(o, &st);
+        else if (o->rc != GW_STORE_OK)
+            snprintf(o->why, sizeof(o->why), "%s", gw_store_error(b->store));
         deliver(b, o);
-        return;
     }
-    case OP_SETTLE:
-        if (gw_store_settle(b->store, o->rid, o->usd, now) == GW_STORE_ERR &&
-            !b->stopping && retry_later(b, o, "settle"))
-            return;
-        break;
-    case OP_RELEASE:
-        if (gw_store_release(b->store, o->rid) == GW_STORE_ERR && !b->stopping &&
-            retry_later(b, o, "release"))
-            return;
-        break;
-    }
-    free(o);
+    free(rq);
 }
 
+/* Settles, releases and charges: one transaction. When the database refuses
+ * it they go back in the queue and are tried again a second later (a lost
+ * settle would leave the whole reservation held until it expires, and the
+ * real cost never charged), for about five minutes. Returns true when it
+ * put something back. */
+static bool run_settles(struct gw_budget *b, struct op **ops, size_t n, int64_t now)
+{
+    struct gw_settle_req *sr = gw_calloc(n, sizeof(*sr));
+    for (size_t i = 0; i < n; i++) {
+        struct op *o = ops[i];
+        snprintf(sr[i].rid, sizeof(sr[i].rid), "%.39s", o->kind == OP_CHARGE ? "" : o->rid);
+        if (o->kind == OP_CHARGE) {
+            snprintf(sr[i].key_id, sizeof(sr[i].key_id), "%s", o->key.id);
+            snprintf(sr[i].team, sizeof(sr[i].team), "%s", o->key.team);
+        }
+        sr[i].usd = o->usd;
+        sr[i].release = o->kind == OP_RELEASE;
+    }
+    int rc = gw_store_settle_batch(b->store, sr, n, now);
+    free(sr);
+    bool requeued = false;
+    for (size_t i = 0; i < n; i++) {
+        struct op *o = ops[i];
+        if (rc == GW_STORE_OK) {
+            free(o);
+            continue;
+        }
+        if (b->stopping || ++o->tries > 300) {
+            gw_log_error("budget: giving up on booking %.6g USD (%s): %s", o->usd,
+                         b->stopping ? "shutting down" : "300 tries",
+                         gw_store_error(b->store));
+            free(o);
+            continue;
+        }
+        if (o->tries == 1 && i == 0)
+            gw_log_error("budget: could not book %zu settles/charges (%s); retrying every "
+                         "second", n, gw_store_error(b->store));
+        submit(b, o);
+        requeued = true;
+    }
+    return requeued;
+}
+
+/* Take up to BATCH_MAX ops, run the settles first (they free budget for the
+ * reservations queued behind them), then the reservations. */
 static void thread_main(void *arg)
 {
     struct gw_budget *b = arg;
+    struct op *res[BATCH_MAX], *set[BATCH_MAX];
     for (;;) {
         uv_mutex_lock(&b->lock);
         while (!b->head && !b->stopping)
             uv_cond_wait(&b->wake, &b->lock);
-        struct op *o = b->head;
-        if (!o) {
+        if (!b->head) {
             uv_mutex_unlock(&b->lock);
             break;
         }
-        b->head = o->next;
+        size_t nres = 0, nset = 0;
+        while (b->head && nres + nset < BATCH_MAX) {
+            struct op *o = b->head;
+            b->head = o->next;
+            if (o->kind == OP_RESERVE)
+                res[nres++] = o;
+            else
+                set[nset++] = o;
+        }
         if (!b->head)
             b->tail = NULL;
+        bool stopping = b->stopping;
         uv_mutex_unlock(&b->lock);
-        run(b, o);
+        int64_t now = (int64_t)(gw_wall_ns() / 1000000000ull);
+        bool again = nset > 0 && run_settles(b, set, nset, now);
+        if (nres > 0)
+            run_reserves(b, res, nres, now);
+        if (again && !stopping)
+            uv_sleep(1000);
     }
 }
 
@@ -245,6 +298,16 @@ void gw_budget_settle(struct gw_budget *b, const char *rid, double usd)
     struct op *o = gw_calloc(1, sizeof(*o));
     o->kind = OP_SETTLE;
     snprintf(o->rid, sizeof(o->rid), "%s", rid);
+    o->usd = usd;
+    submit(b, o);
+}
+
+void gw_budget_charge(struct gw_budget *b, const char *key_id, const char *team, double usd)
+{
+    struct op *o = gw_calloc(1, sizeof(*o));
+    o->kind = OP_CHARGE;
+    snprintf(o->key.id, sizeof(o->key.id), "%s", key_id);
+    snprintf(o->key.team, sizeof(o->key.team), "%s", team);
     o->usd = usd;
     submit(b, o);
 }

@@ -212,6 +212,7 @@ struct gw_vkey_info {
     bool downgrade;             /* over budget: local tier instead of 402 */
     struct gw_limit_spec limits;      /* the key's rpm/tpm/concurrent */
     struct gw_limit_spec team_limits; /* its team's (from the team's row) */
+    bool team_budget;                 /* its team has a budget */
 };
 
 /* What the API layer knows of a request from its head on; lives in the

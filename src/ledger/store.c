@@ -180,6 +180,7 @@ enum {
     Q_REPORT_MODEL,
     Q_REPORT_TIER,
     Q_REPORT_BACKEND,
+    Q_RES_TAKE,
     Q_RATE_PUT,
     Q_INFL_PUT,
     Q_RATE_OTHERS,
@@ -237,6 +238,7 @@ static const char *const query_sql[Q_COUNT] = {
     [Q_REPORT_MODEL] = REPORT("model"),
     [Q_REPORT_TIER] = REPORT("tier"),
     [Q_REPORT_BACKEND] = REPORT("backend"),
+    [Q_RES_TAKE] = "DELETE FROM reservations WHERE id = $1 RETURNING key_id, team",
     [Q_RATE_PUT] = "INSERT INTO rate_usage (subject, sec, replica, requests, tokens)"
                    " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (subject, sec, replica)"
                    " DO UPDATE SET requests = excluded.requests, tokens = excluded.tokens",
@@ -1045,6 +1047,168 @@ int gw_store_settle(struct gw_store *s, const char *rid, double actual_usd, int6
 fail:
     tx_rollback(s);
     return errctx(s, "settle", rc < 0 ? rc : GW_STORE_ERR);
+}
+
+/* ---- batches ---- */
+
+/* One key or team a batch touches: locked once, read once, then tracked in
+ * memory (nobody else can change it while we hold its lock). */
+struct batch_scope {
+    const char *scope;              /* "key" / "team" */
+    const char *name;
+    struct scope_state st;
+    struct gw_team team;            /* a team's budgets */
+    int64_t add;                    /* settle: spend to book */
+};
+
+static int scope_cmp(const void *a, const void *b)
+{
+    const struct batch_scope *x = a, *y = b;
+    int c = strcmp(x->scope, y->scope); /* "key" < "team": keys first, as in reserve */
+    return c ? c : strcmp(x->name, y->name);
+}
+
+static struct batch_scope *scope_add(struct batch_scope *v, size_t *n, const char *scope,
+                                     const char *name)
+{
+    for (size_t i = 0; i < *n; i++)
+        if (strcmp(v[i].scope, scope) == 0 && strcmp(v[i].name, name) == 0)
+            return &v[i];
+    memset(&v[*n], 0, sizeof(v[*n]));
+    v[*n].scope = scope;
+    v[*n].name = name;
+    return &v[(*n)++];
+}
+
+static struct batch_scope *scope_find(struct batch_scope *v, size_t n, const char *scope,
+                                      const char *name)
+{
+    struct batch_scope probe = {.scope = scope, .name = name};
+    return bsearch(&probe, v, n, sizeof(*v), scope_cmp);
+}
+
+int gw_store_reserve_batch(struct gw_store *s, struct gw_reserve_req *r, size_t n, int64_t now)
+{
+    char day[32], month[32];
+    int rc = GW_STORE_OK;
+    if (n == 0)
+        return GW_STORE_OK;
+    periods(now, day, month);
+    struct batch_scope *sc = gw_calloc(2 * n, sizeof(*sc));
+    size_t nsc = 0;
+    for (size_t i = 0; i < n; i++) {
+        r[i].rc = GW_STORE_ERR;
+        r[i].rid[0] = 0;
+        if (!r[i].key->id[0] || !(r[i].max_usd >= 0)) {
+            gw__store_seterr(s, "reserve: bad arguments (a key id and an amount >= 0)");
+            free(sc);
+            return GW_STORE_ERR;
+        }
+        scope_add(sc, &nsc, "key", r[i].key->id);
+        if (r[i].key->team[0])
+            scope_add(sc, &nsc, "team", r[i].key->team);
+    }
+    qsort(sc, nsc, sizeof(*sc), scope_cmp);
+    if (tx_begin(s, true) < 0) {
+        free(sc);
+        return errctx(s, "reserve", GW_STORE_ERR);
+    }
+    for (size_t i = 0; i < nsc && rc == GW_STORE_OK; i++)
+        rc = lock_scope(s, sc[i].scope, sc[i].name);
+    for (size_t i = 0; i < nsc && rc == GW_STORE_OK; i++) {
+        rc = read_scope(s, sc[i].scope, sc[i].name, day, month, &sc[i].st);
+        if (rc == GW_STORE_OK && strcmp(sc[i].scope, "team") == 0 &&
+            gw_store_team_get(s, sc[i].name, &sc[i].team) == GW_STORE_ERR)
+            rc = GW_STORE_ERR;
+    }
+    for (size_t i = 0; i < n && rc == GW_STORE_OK; i++) {
+        const struct gw_vkey *k = r[i].key;
+        int64_t amount = to_nano(r[i].max_usd);
+        struct batch_scope *ks = scope_find(sc, nsc, "key", k->id);
+        struct batch_scope *ts = k->team[0] ? scope_find(sc, nsc, "team", k->team) : NULL;
+        if (over(&ks->st, amount, k->budget_day, k->budget_month, k->budget_total) ||
+            (ts && over(&ts->st, amount, ts->team.budget_day, ts->team.budget_month,
+                        ts->team.budget_total))) {
+            r[i].rc = GW_STORE_OVER_BUDGET;
+            fill_state(&r[i].state, &ks->st, ts ? &ts->st : NULL, 0);
+            continue;
+        }
+        char id[40];
+        random_id("rs_", 16, id);
+        rc = q_exec(s, Q_RES_INSERT, ARGS(TXT(id), TXT(k->id), TXT(k->team), INT(amount), INT(now)),
+                    NULL);
+        if (rc < 0)
+            break;
+        ks->st.reserved += amount;
+        if (ts)
+            ts->st.reserved += amount;
+        r[i].rc = GW_STORE_OK;
+        cpy(r[i].rid, sizeof(r[i].rid), id);
+        fill_state(&r[i].state, &ks->st, ts ? &ts->st : NULL, 0);
+    }
+    free(sc);
+    if (rc == GW_STORE_OK && (rc = tx_commit(s)) == GW_STORE_OK)
+        return GW_STORE_OK;
+    tx_rollback(s);
+    for (size_t i = 0; i < n; i++) {
+        r[i].rc = GW_STORE_ERR;
+        r[i].rid[0] = 0;
+    }
+    return errctx(s, "reserve", GW_STORE_ERR);
+}
+
+int gw_store_settle_batch(struct gw_store *s, struct gw_settle_req *r, size_t n, int64_t now)
+{
+    char day[32], month[32];
+    int rc = GW_STORE_OK;
+    if (n == 0)
+        return GW_STORE_OK;
+    periods(now, day, month);
+    struct batch_scope *sc = gw_calloc(2 * n, sizeof(*sc));
+    size_t nsc = 0;
+    if (tx_begin(s, true) < 0) {
+        free(sc);
+        return errctx(s, "settle", GW_STORE_ERR);
+    }
+    /* take the reservations (the deletes are invisible to others until we
+     * commit, and we commit only after locking what we book to) */
+    for (size_t i = 0; i < n && rc == GW_STORE_OK; i++) {
+        r[i].rc = GW_STORE_OK;
+        if (r[i].rid[0]) {
+            int q = q_first(s, Q_RES_TAKE, ARGS(TXT(r[i].rid)));
+            if (q < 0) {
+                rc = q;
+                break;
+            }
+            if (q == 0) {
+                r[i].rc = GW_STORE_NOT_FOUND; /* settled, released or expired already */
+                continue;
+            }
+            cpy(r[i].key_id, sizeof(r[i].key_id), s->ops->col_text(s, 0));
+            cpy(r[i].team, sizeof(r[i].team), s->ops->col_text(s, 1));
+            q_end(s);
+        }
+        int64_t amount = r[i].release ? 0 : to_nano(r[i].usd);
+        if (amount <= 0 || !r[i].key_id[0])
+            continue;
+        scope_add(sc, &nsc, "key", r[i].key_id)->add += amount;
+        if (r[i].team[0])
+            scope_add(sc, &nsc, "team", r[i].team)->add += amount;
+    }
+    qsort(sc, nsc, sizeof(*sc), scope_cmp);
+    for (size_t i = 0; i < nsc && rc == GW_STORE_OK; i++)
+        rc = lock_scope(s, sc[i].scope, sc[i].name);
+    const char *pers[3] = {day, month, "total"};
+    for (size_t i = 0; i < nsc && rc == GW_STORE_OK; i++)
+        for (int j = 0; j < 3 && rc == GW_STORE_OK; j++)
+            rc = q_exec(s, Q_TOTAL_ADD,
+                        ARGS(TXT(sc[i].scope), TXT(sc[i].name), TXT(pers[j]), INT(sc[i].add)),
+                        NULL);
+    free(sc);
+    if (rc == GW_STORE_OK && (rc = tx_commit(s)) == GW_STORE_OK)
+        return GW_STORE_OK;
+    tx_rollback(s);
+    return errctx(s, "settle", GW_STORE_ERR);
 }
 
 int gw_store_release(struct gw_store *s, const char *rid)

@@ -169,6 +169,36 @@ bool gw_vkey_allows_model(const struct gw_vkey *k, const char *model);
 int gw_store_team_list(struct gw_store *s, void (*cb)(const struct gw_team *t, void *ud),
                        void *ud);
 
+/* ---- budgets in batches (the request path's store thread) ----
+ *
+ * The same operations as gw_store_reserve / _settle / _release, many in one
+ * transaction: under load a store thread has dozens queued, and one commit
+ * (and, in PostgreSQL, one lock and one read per key or team instead of per
+ * request) serves them all. Scopes are locked in one order (keys by id, then
+ * teams by name) so batches of several replicas never deadlock. */
+struct gw_reserve_req {
+    const struct gw_vkey *key;      /* id, team, the key's budgets */
+    double max_usd;
+    int rc;                         /* out: GW_STORE_OK or GW_STORE_OVER_BUDGET */
+    char rid[40];                   /* out: the reservation when OK */
+    struct gw_spend_state state;    /* out: as gw_store_reserve's */
+};
+/* In order, each seeing the reservations before it. GW_STORE_OK: committed
+ * (every req->rc says how it went); GW_STORE_ERR: nothing was recorded. */
+int gw_store_reserve_batch(struct gw_store *s, struct gw_reserve_req *r, size_t n, int64_t now);
+
+struct gw_settle_req {
+    char rid[40];                   /* the reservation; "" for a charge without one */
+    char key_id[GW_VKEY_ID_LEN + 1];/* a charge's key (with a reservation: filled in) */
+    char team[65];                  /* a charge's team, "" none */
+    double usd;                     /* booked as spent (0 for a release) */
+    bool release;                   /* drop the reservation, book nothing */
+    int rc;                         /* out: GW_STORE_OK or GW_STORE_NOT_FOUND */
+};
+/* Settle, release and charge in one transaction. GW_STORE_OK: committed;
+ * GW_STORE_ERR: nothing changed. */
+int gw_store_settle_batch(struct gw_store *s, struct gw_settle_req *r, size_t n, int64_t now);
+
 /* ---- rate-limit counts shared between replicas (src/gateway/limits.c) ---- */
 #define GW_RATE_SUBJECT_LEN 80      /* "key:" + key id or "team:" + name, NUL included */
 /* One second of one subject's counts. */

@@ -97,7 +97,10 @@ async function limited(g, scope, limit) {
 function yamlFor(dbUrl, sync = '500ms') {
   return gatewayYamlMulti({
     admin: true,
-    backends: [{ name: 'local-a', tier: 'local', url: sim.url, extra: '    default_max_tokens: 12' }],
+    backends: [{
+      name: 'local-a', tier: 'local', url: sim.url,
+      extra: '    default_max_tokens: 12\n    price: { per_mtok: { input: 1000, output: 1000 } }',
+    }],
     models: { coder: 'local-a' },
     router: { default_tier: 'local' },
     extra: `ledger: { database: "${dbUrl}", limits_sync: ${sync} }`,
@@ -129,6 +132,7 @@ describe('rate limits with SQLite', () => {
   const TOK_PROMPT = 'tokens limit [sim:output_tokens=4]';
   const TOK_MAX = 40;
   let used; // real prompt + completion tokens of TOK_PROMPT
+  let firstFreeCost = 0; // what the unlimited key's first request cost
 
   before(async () => {
     db = `sqlite://${path.join(tempDir('hybridgw-limits-'), 'ledger.db')}`;
@@ -184,7 +188,9 @@ describe('rate limits with SQLite', () => {
     const reset = Date.parse(m.headers.get('anthropic-ratelimit-requests-reset'));
     assert.ok(reset > Date.now() - 2000 && reset <= Date.now() + 62000, m.headers.get('anthropic-ratelimit-requests-reset'));
     // other keys are not affected
-    assert.equal((await chat(gw, k.free.secret)).status, 200);
+    const free = await chat(gw, k.free.secret);
+    assert.equal(free.status, 200);
+    firstFreeCost = (free.json.usage.prompt_tokens + free.json.usage.completion_tokens) * 1000 / 1e6;
   });
 
   test('the OpenAI SDK sees a RateLimitError carrying the headers', { timeout: T(10000) }, async () => {
@@ -237,6 +243,21 @@ describe('rate limits with SQLite', () => {
     const again = await Promise.all([chat(gw, k.conc.secret), chat(gw, k.conc.secret)]);
     assert.deepEqual(again.map((r) => r.status), [200, 200]);
     assert.equal(await limited(gw, 'key', 'concurrent'), 3);
+  });
+
+  test('a key without budgets or limits: no headers, no reservation, its spend is still booked', { timeout: T(10000) }, async () => {
+    let cost = 0;
+    for (let i = 0; i < 3; i++) {
+      const r = await chat(gw, k.free.secret, { content: `spend booking ${i}` });
+      assert.equal(r.status, 200, r.text);
+      assert.equal(r.headers.get('x-ratelimit-limit-requests'), null);
+      cost += (r.json.usage.prompt_tokens + r.json.usage.completion_tokens) * 1000 / 1e6;
+    }
+    // (the burst test's request on this key came before: count it from the list)
+    const spent = () => JSON.parse(cliOk(db, ['keys', 'list', '--json'])).find((x) => x.id === k.free.id).spend_usd.total;
+    const deadline = Date.now() + T(5000);
+    while (Math.abs(spent() - (cost + firstFreeCost)) > 1e-8 && Date.now() < deadline) await sleep(50);
+    assert.ok(Math.abs(spent() - (cost + firstFreeCost)) <= 1e-8, `spent ${spent()}, answered ${cost + firstFreeCost}`);
   });
 
   test('a team limit spans its keys; the message names the team', { timeout: T(10000) }, async () => {

@@ -564,6 +564,94 @@ static void test_rate_sync(void **state)
     gw_store_close(s);
 }
 
+/* Reservations and settles in batches: the same arithmetic as one at a
+ * time, key and team budgets seen across the batch, unknown reservations
+ * reported, charges without a reservation booked. */
+static void test_batches(void **state)
+{
+    struct backend *b = *state;
+    struct gw_store *s = open_fresh(b);
+    int64_t now = utc(2026, 11, 27, 12, 0, 0);
+    struct gw_team t;
+    memset(&t, 0, sizeof(t));
+    snprintf(t.name, sizeof(t.name), "batch-team");
+    t.budget_day = 1.50;
+    assert_int_equal(gw_store_team_put(s, &t), GW_STORE_OK);
+    struct gw_vkey a = vkey("batch-a", "batch-team"), c = vkey("batch-c", "batch-team");
+    a.budget_total = 1.00;
+    create_key(s, &a);
+    create_key(s, &c);
+    /* 12 x 0.10 for a (budget 1.00), then 8 x 0.10 for c: the team's 1.50
+     * day budget leaves c 5 */
+    struct gw_reserve_req rq[20];
+    for (int i = 0; i < 20; i++) {
+        rq[i].key = i < 12 ? &a : &c;
+        rq[i].max_usd = 0.10;
+    }
+    assert_int_equal(gw_store_reserve_batch(s, rq, 20, now), GW_STORE_OK);
+    int ok_a = 0, ok_c = 0;
+    for (int i = 0; i < 20; i++) {
+        assert_true(rq[i].rc == GW_STORE_OK || rq[i].rc == GW_STORE_OVER_BUDGET);
+        if (rq[i].rc == GW_STORE_OK) {
+            assert_true(strncmp(rq[i].rid, "rs_", 3) == 0);
+            *(i < 12 ? &ok_a : &ok_c) += 1;
+        }
+    }
+    assert_int_equal(ok_a, 10);
+    assert_int_equal(ok_c, 5);
+    assert_int_equal(rq[11].rc, GW_STORE_OVER_BUDGET);
+    CLOSE(rq[11].state.key_total, 1.00);  /* where it stood */
+    CLOSE(rq[9].state.key_total, 1.00);   /* the tenth filled it */
+    CLOSE(rq[16].state.team_day, 1.50);
+    struct gw_spend_state st;
+    assert_int_equal(gw_store_spend_state(s, &a, now, &st), GW_STORE_OK);
+    CLOSE(st.key_total, 1.00);
+    CLOSE(st.team_day, 1.50);
+    /* settle a's ten at 0.04, release c's five, one unknown, and charge
+     * c 0.25 without a reservation */
+    struct gw_settle_req sr[17];
+    memset(sr, 0, sizeof(sr));
+    int n = 0;
+    for (int i = 0; i < 20; i++) {
+        if (rq[i].rc != GW_STORE_OK)
+            continue;
+        snprintf(sr[n].rid, sizeof(sr[n].rid), "%s", rq[i].rid);
+        sr[n].usd = 0.04;
+        sr[n].release = i >= 12;
+        n++;
+    }
+    snprintf(sr[n++].rid, sizeof(sr[0].rid), "rs_nosuchreservation");
+    snprintf(sr[n].key_id, sizeof(sr[n].key_id), "%s", c.id);
+    snprintf(sr[n].team, sizeof(sr[n].team), "batch-team");
+    sr[n++].usd = 0.25;
+    assert_int_equal(n, 17);
+    assert_int_equal(gw_store_settle_batch(s, sr, (size_t)n, now), GW_STORE_OK);
+    for (int i = 0; i < n; i++)
+        assert_int_equal(sr[i].rc, i == 15 ? GW_STORE_NOT_FOUND : GW_STORE_OK);
+    assert_string_equal(sr[0].key_id, a.id); /* filled in from the reservation */
+    assert_int_equal(gw_store_spend_state(s, &a, now, &st), GW_STORE_OK);
+    CLOSE(st.key_total, 0.40);
+    CLOSE(st.team_day, 0.65);
+    assert_int_equal(gw_store_spend_state(s, &c, now, &st), GW_STORE_OK);
+    CLOSE(st.key_total, 0.25);
+    /* settling the same again finds nothing and books nothing */
+    assert_int_equal(gw_store_settle_batch(s, sr, 1, now), GW_STORE_OK);
+    assert_int_equal(sr[0].rc, GW_STORE_NOT_FOUND);
+    assert_int_equal(gw_store_spend_state(s, &a, now, &st), GW_STORE_OK);
+    CLOSE(st.key_total, 0.40);
+    /* a bad request in a batch fails the batch and records nothing */
+    struct gw_vkey nokey = vkey("x", "");
+    rq[0].key = &a;
+    rq[0].max_usd = 0.10;
+    rq[1].key = &nokey;
+    rq[1].max_usd = 0.10;
+    assert_int_equal(gw_store_reserve_batch(s, rq, 2, now), GW_STORE_ERR);
+    assert_int_equal(rq[0].rc, GW_STORE_ERR);
+    assert_int_equal(gw_store_spend_state(s, &a, now, &st), GW_STORE_OK);
+    CLOSE(st.key_total, 0.40);
+    gw_store_close(s);
+}
+
 static void test_settle_release(void **state)
 {
     struct backend *b = *state;
@@ -831,8 +919,50 @@ struct race_result {
     double total;
 };
 
+/* Reserve and settle `batch` at a time (gw_store_reserve_batch and
+ * gw_store_settle_batch); counts as in race_worker. */
+static void race_batches(struct gw_store *s, const struct gw_vkey *k, int attempts, int batch,
+                         int counts[3])
+{
+    struct gw_reserve_req rq[8];
+    struct gw_settle_req st[8];
+    for (int done = 0; done < attempts; done += batch) {
+        int n = attempts - done < batch ? attempts - done : batch;
+        int64_t now = (int64_t)time(NULL);
+        for (int i = 0; i < n; i++) {
+            rq[i].key = k;
+            rq[i].max_usd = 0.10;
+        }
+        if (gw_store_reserve_batch(s, rq, (size_t)n, now) != GW_STORE_OK) {
+            fprintf(stderr, "worker reserve batch: %s\n", gw_store_error(s));
+            counts[2] += n;
+            continue;
+        }
+        int ns = 0;
+        for (int i = 0; i < n; i++) {
+            if (rq[i].rc != GW_STORE_OK) {
+                counts[1]++;
+                continue;
+            }
+            counts[0]++;
+            memset(&st[ns], 0, sizeof(st[ns]));
+            snprintf(st[ns].rid, sizeof(st[ns].rid), "%s", rq[i].rid);
+            st[ns++].usd = 0.10;
+        }
+        if (gw_store_settle_batch(s, st, (size_t)ns, now) != GW_STORE_OK) {
+            fprintf(stderr, "worker settle batch: %s\n", gw_store_error(s));
+            counts[2]++;
+        }
+        for (int i = 0; i < ns; i++)
+            if (st[i].rc != GW_STORE_OK)
+                counts[2]++;
+    }
+}
+
+/* Odd workers go in batches of 3, even ones one at a time: both paths
+ * race for one budget. */
 static void race_worker(const char *url, const struct gw_vkey *k, int attempts, int go_fd,
-                        int out_fd)
+                        int out_fd, int w)
 {
     char err[512], r[40], c;
     int counts[3] = {0, 0, 0};
@@ -844,7 +974,9 @@ static void race_worker(const char *url, const struct gw_vkey *k, int attempts, 
     /* wait for the parent to release every worker at once */
     if (read(go_fd, &c, 1) < 0)
         _exit(3);
-    for (int i = 0; i < attempts; i++) {
+    if (w % 2)
+        race_batches(s, k, attempts, 3, counts);
+    for (int i = 0; i < attempts && w % 2 == 0; i++) {
         int64_t now = (int64_t)time(NULL);
         int rc = gw_store_reserve(s, k, 0.10, now, r, sizeof(r), NULL);
         if (rc == GW_STORE_OK) {
@@ -892,7 +1024,7 @@ static int race(const char *url, int workers, int attempts, struct race_result *
         if (pid == 0) {
             close(go[1]);
             close(out[0]);
-            race_worker(url, &k, n, go[0], out[1]);
+            race_worker(url, &k, n, go[0], out[1], w);
         }
     }
     close(go[0]);
@@ -1053,7 +1185,8 @@ static int setup_pg(void **state)
         cmocka_unit_test(test_reserve_arithmetic), cmocka_unit_test(test_team_budget),  \
         cmocka_unit_test(test_team_list), cmocka_unit_test(test_settle_release),        \
         cmocka_unit_test(test_period_rollover), cmocka_unit_test(test_expire),          \
-        cmocka_unit_test(test_append_report), cmocka_unit_test(test_rate_sync)
+        cmocka_unit_test(test_append_report), cmocka_unit_test(test_rate_sync),         \
+        cmocka_unit_test(test_batches)
 
 static int concurrency_main(int argc, char **argv)
 {
