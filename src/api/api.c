@@ -381,7 +381,19 @@ static void model_card(struct gw_buf *b, const char *id, const char *owner, time
 
 static time_t start_time;
 
-static void handle_models(struct gw_http_req *req, const struct gw_config *cfg, gw_str one)
+/* May the request's key see this model? A virtual key sees what its
+ * allowed_models lists, and "frontier" only when it may force the tier. */
+static bool model_visible(const struct gw_req_meta *meta, const char *id)
+{
+    if (!meta || !meta->vk)
+        return true;
+    if (strcmp(id, "frontier") == 0 && !meta->may_force_tier)
+        return false;
+    return gw_models_allow(meta->vk->allowed_models, id);
+}
+
+static void handle_models(struct gw_http_req *req, const struct gw_config *cfg,
+                          const struct gw_req_meta *meta, gw_str one)
 {
     struct gw_buf b;
     gw_buf_init(&b, 0);
@@ -399,7 +411,11 @@ static void handle_models(struct gw_http_req *req, const struct gw_config *cfg, 
             if (be)
                 owner = be->name;
         }
+        char *id = gw_strndup(one.p, one.len);
+        if (owner && !model_visible(meta, id))
+            owner = NULL; /* as if it did not exist, the way vendors answer */
         if (!owner) {
+            free(id);
             char msg[200];
             snprintf(msg, sizeof(msg), "The model `%.*s` does not exist.",
                      (int)GW_MIN(one.len, 100), one.p);
@@ -407,7 +423,6 @@ static void handle_models(struct gw_http_req *req, const struct gw_config *cfg, 
             gw_buf_free(&b);
             return;
         }
-        char *id = gw_strndup(one.p, one.len);
         model_card(&b, id, owner, start_time, false);
         free(id);
         send_json(req, 200, &b);
@@ -417,13 +432,23 @@ static void handle_models(struct gw_http_req *req, const struct gw_config *cfg, 
     gw_buf_puts(&b, "{\"object\":\"list\",\"data\":[");
     bool comma = false;
     for (size_t i = 0; i < GW_ARRAY_LEN(aliases); i++) {
+        if (!model_visible(meta, aliases[i]))
+            continue;
         model_card(&b, aliases[i], "hybridgw", start_time, comma);
         comma = true;
     }
-    for (size_t i = 0; i < cfg->nmodels; i++)
-        model_card(&b, cfg->models[i].name, cfg->models[i].backend_name, start_time, true);
-    for (size_t i = 0; i < cfg->nbackends; i++)
-        model_card(&b, cfg->backends[i].name, cfg->backends[i].name, start_time, true);
+    for (size_t i = 0; i < cfg->nmodels; i++) {
+        if (!model_visible(meta, cfg->models[i].name))
+            continue;
+        model_card(&b, cfg->models[i].name, cfg->models[i].backend_name, start_time, comma);
+        comma = true;
+    }
+    for (size_t i = 0; i < cfg->nbackends; i++) {
+        if (!model_visible(meta, cfg->backends[i].name))
+            continue;
+        model_card(&b, cfg->backends[i].name, cfg->backends[i].name, start_time, comma);
+        comma = true;
+    }
     gw_buf_puts(&b, "]}");
     send_json(req, 200, &b);
     gw_buf_free(&b);
@@ -629,11 +654,11 @@ void gw_api_on_request(struct gw_http_req *req)
         gw_proxy_handle(w, req, GW_EP_COUNT_TOKENS);
         return;
     case EP_MODELS:
-        handle_models(req, w->cfg, GW_STR_NULL);
+        handle_models(req, w->cfg, gw_req_meta(w, req), GW_STR_NULL);
         return;
     case EP_MODEL: {
         gw_str p = gw_http_req_path(req);
-        handle_models(req, w->cfg, (gw_str){p.p + 11, p.len - 11});
+        handle_models(req, w->cfg, gw_req_meta(w, req), (gw_str){p.p + 11, p.len - 11});
         return;
     }
     case EP_ADMIN:

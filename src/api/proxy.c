@@ -1904,10 +1904,7 @@ void gw_proxy_handle(struct gw_worker *w, struct gw_http_req *req, enum gw_endpo
     if (meta->vk) {
         /* a virtual key's allowed models, and "frontier" only for keys that
          * may force the tier */
-        struct gw_vkey probe;
-        snprintf(probe.allowed_models, sizeof(probe.allowed_models), "%s",
-                 meta->vk->allowed_models);
-        if (!gw_vkey_allows_model(&probe, model)) {
+        if (!gw_models_allow(meta->vk->allowed_models, model)) {
             char msg[200];
             snprintf(msg, sizeof(msg), "This API key may not use the model `%.100s`.", model);
             gw_utf8_trim(msg);

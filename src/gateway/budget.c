@@ -130,7 +130,8 @@ static void run_reserves(struct gw_budget *b, struct op **ops, size_t n, int64_t
  * settle would leave the whole reservation held until it expires, and the
  * real cost never charged), for about five minutes. Returns true when it
  * put something back. */
-static bool run_settles(struct gw_budget *b, struct op **ops, size_t n, int64_t now)
+static bool run_settles(struct gw_budget *b, struct op **ops, size_t n, int64_t now,
+                        bool stopping)
 {
     struct gw_settle_req *sr = gw_calloc(n, sizeof(*sr));
     for (size_t i = 0; i < n; i++) {
@@ -152,9 +153,9 @@ static bool run_settles(struct gw_budget *b, struct op **ops, size_t n, int64_t 
             free(o);
             continue;
         }
-        if (b->stopping || ++o->tries > 300) {
+        if (stopping || ++o->tries > 300) {
             gw_log_error("budget: giving up on booking %.6g USD (%s): %s", o->usd,
-                         b->stopping ? "shutting down" : "300 tries",
+                         stopping ? "shutting down" : "300 tries",
                          gw_store_error(b->store));
             free(o);
             continue;
@@ -196,7 +197,7 @@ static void thread_main(void *arg)
         bool stopping = b->stopping;
         uv_mutex_unlock(&b->lock);
         int64_t now = (int64_t)(gw_wall_ns() / 1000000000ull);
-        bool again = nset > 0 && run_settles(b, set, nset, now);
+        bool again = nset > 0 && run_settles(b, set, nset, now, stopping);
         if (nres > 0)
             run_reserves(b, res, nres, now);
         if (again && !stopping)

@@ -523,9 +523,9 @@ bool gw_vkey_usable(const struct gw_vkey *k, int64_t now)
     return k->revoked_at == 0 && (k->expires_at == 0 || now < k->expires_at);
 }
 
-bool gw_vkey_allows_model(const struct gw_vkey *k, const char *model)
+bool gw_models_allow(const char *list, const char *model)
 {
-    const char *p = k->allowed_models;
+    const char *p = list;
     size_t ml = strlen(model);
     if (!*p)
         return true;
@@ -543,6 +543,11 @@ bool gw_vkey_allows_model(const struct gw_vkey *k, const char *model)
         p = e;
     }
     return false;
+}
+
+bool gw_vkey_allows_model(const struct gw_vkey *k, const char *model)
+{
+    return gw_models_allow(k->allowed_models, model);
 }
 
 /* "hgw-" + 40 base62 characters. Rejection sampling keeps them uniform:

@@ -164,6 +164,8 @@ bool gw_vkey_usable(const struct gw_vkey *k, int64_t now);
 /* model is in k->allowed_models (exact names, comma-separated, spaces
  * ignored), or the list is empty. */
 bool gw_vkey_allows_model(const struct gw_vkey *k, const char *model);
+/* The same test on a list alone ("" allows any model). */
+bool gw_models_allow(const char *list, const char *model);
 
 /* Calls cb for each team that has a row (gw_store_team_put), by name. */
 int gw_store_team_list(struct gw_store *s, void (*cb)(const struct gw_team *t, void *ud),

@@ -380,6 +380,30 @@ test('--models is enforced: 403 permission_error model_not_allowed, param model'
   assert.equal(any.headers.get('x-hybridgw-backend'), 'frontier-b');
 });
 
+test('/v1/models shows a key what it may use', { timeout: T(8000) }, async () => {
+  const list = async (secret) => {
+    const r = await http(`${gw.url}/v1/models`, { headers: bearer(secret) });
+    assert.equal(r.status, 200, r.text);
+    return r.json.data.map((m) => m.id);
+  };
+  // --models coder,local: exactly those two
+  assert.deepEqual((await list(keys.limited.secret)).sort(), ['coder', 'local']);
+  // no list, no --force-tier: everything but the frontier alias
+  const alice = await list(keys.alice.secret);
+  assert.ok(alice.includes('auto') && alice.includes('frontier-b') && alice.includes('coder'), alice.join());
+  assert.ok(!alice.includes('frontier'), alice.join());
+  assert.ok((await list(keys.forcer.secret)).includes('frontier'));
+  // one model: a hidden one reads as not existing
+  const one = await http(`${gw.url}/v1/models/coder`, { headers: bearer(keys.limited.secret) });
+  assert.equal(one.status, 200, one.text);
+  assert.equal(one.json.id, 'coder');
+  const hidden = await http(`${gw.url}/v1/models/frontier-b`, { headers: bearer(keys.limited.secret) });
+  assertOpenAIError(hidden, 404, { type: 'invalid_request_error', code: 'model_not_found', param: 'model' });
+  // static keys see everything, as before
+  const all = await http(`${gw.url}/v1/models`, { headers: { authorization: 'Bearer sk-test' } });
+  assert.ok(all.json.data.some((m) => m.id === 'frontier'));
+});
+
 test('model frontier needs --force-tier: 403 tier_not_allowed otherwise', { timeout: T(8000) }, async () => {
   const r = await chatAs(gw, bearer(keys.alice.secret), chatBody('hi', { model: 'frontier' }));
   assertOpenAIError(r, 403, { type: 'permission_error', code: 'tier_not_allowed', param: 'model' });
