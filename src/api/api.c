@@ -616,6 +616,7 @@ void gw_api_on_head(struct gw_http_req *req)
     struct gw_req_meta *meta = gw_req_meta(w, req);
     if (au.vkey) {
         meta->vk = gw_arena_alloc(gw_http_req_arena(req), sizeof(*meta->vk));
+        memset(meta->vk, 0, sizeof(*meta->vk)); /* no team row: no team limits, no budget */
         snprintf(meta->vk->id, sizeof(meta->vk->id), "%s", au.vkey->id);
         snprintf(meta->vk->team, sizeof(meta->vk->team), "%s", au.vkey->team);
         snprintf(meta->vk->allowed_models, sizeof(meta->vk->allowed_models), "%s",
