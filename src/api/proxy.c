@@ -103,7 +103,8 @@ struct proxy {
     double reserve_ask;             /* what was asked to be reserved */
     double reserve_in;              /* its input (prompt) part */
     bool reserving;                 /* waiting for the budget thread */
-    bool charge;                    /* a virtual key without budgets: book its cost at the end */
+    bool charge;                    /* a virtual key without budgets: its ledger record books
+                                     * its cost to the spend totals */
     struct gw_limit_ticket lim;     /* the rate limits' hold, given back in finalize */
     struct gw_limit_view lim_view;  /* for the rate-limit headers */
     bool lim_counted;               /* a key or team limit applied: send the headers */
@@ -1497,6 +1498,7 @@ static void ledger_write(struct proxy *p, uint64_t end_unix_ns)
     r.cost_usd = p->cost.usd;
     r.counterfactual_usd = p->cost.counterfactual_usd;
     r.estimated = p->cost.estimated_usage;
+    r.charge = p->charge && p->cost.known;
     gw_ledger_submit(l, &r);
 }
 
@@ -1566,8 +1568,6 @@ static void finalize(struct proxy *p)
             used = p->lim_tokens;
         gw_limits_finish(w->gw->limits, &p->lim, used);
     }
-    if (p->charge && p->cost_done && p->cost.known && p->cost.usd > 0)
-        gw_budget_charge(w->gw->budget, p->key_id, p->team, p->cost.usd);
     if (p->rid[0] && w->gw->budget) {
         if (p->cost_done && p->cost.known)
             gw_budget_settle(w->gw->budget, p->rid, p->cost.usd);

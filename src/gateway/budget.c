@@ -4,13 +4,15 @@
  * The store blocks, so one thread of its own (with its own connection)
  * runs the operations. A worker submits a reservation with a callback; the
  * answer comes back to that worker's loop through a uv_async and a
- * completion list, never on the store thread. Settling, releasing and
- * charging (spend of a key without budgets) are fire and forget. The thread
- * takes whatever is queued (up to BATCH_MAX) and runs it in two
- * transactions, the settles first, then the reservations in order: under
- * load one commit serves dozens of requests. In PostgreSQL the reservation is atomic across every
- * replica sharing the database, so N gateways enforce one budget, with an
- * overspend bounded by what one request costs beyond its reservation.
+ * completion list, never on the store thread. Settling and releasing are
+ * fire and forget. A key without any budget is not reserved for at all:
+ * its ledger record books its spend (gw_spend_rec.charge). The thread takes
+ * whatever is queued (up to BATCH_MAX) and runs it in two transactions,
+ * the settles first, then the reservations in order: under load one commit
+ * serves dozens of requests. In PostgreSQL the reservation is atomic across
+ * every replica sharing the database, so N gateways enforce one budget,
+ * with an overspend bounded by what one request costs beyond its
+ * reservation.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -19,7 +21,7 @@
 #include "gateway/budget.h"
 #include "gateway/gateway.h"
 
-enum op_kind { OP_RESERVE = 0, OP_SETTLE = 1, OP_RELEASE = 2, OP_CHARGE = 3 };
+enum op_kind { OP_RESERVE = 0, OP_SETTLE = 1, OP_RELEASE = 2 };
 
 /* Ops taken off the queue at once and run in one transaction per kind. */
 #define BATCH_MAX 128
@@ -27,7 +29,7 @@ enum op_kind { OP_RESERVE = 0, OP_SETTLE = 1, OP_RELEASE = 2, OP_CHARGE = 3 };
 struct op {
     struct op *next;
     enum op_kind kind;
-    struct gw_vkey key;         /* RESERVE; CHARGE: id and team */
+    struct gw_vkey key;         /* RESERVE */
     double usd;
     char rid[48];
     struct gw_worker *w;
@@ -125,7 +127,7 @@ static void run_reserves(struct gw_budget *b, struct op **ops, size_t n, int64_t
     free(rq);
 }
 
-/* Settles, releases and charges: one transaction. When the database refuses
+/* Settles and releases: one transaction. When the database refuses
  * it they go back in the queue and are tried again a second later (a lost
  * settle would leave the whole reservation held until it expires, and the
  * real cost never charged), for about five minutes. Returns true when it
@@ -136,11 +138,7 @@ static bool run_settles(struct gw_budget *b, struct op **ops, size_t n, int64_t 
     struct gw_settle_req *sr = gw_calloc(n, sizeof(*sr));
     for (size_t i = 0; i < n; i++) {
         struct op *o = ops[i];
-        snprintf(sr[i].rid, sizeof(sr[i].rid), "%.39s", o->kind == OP_CHARGE ? "" : o->rid);
-        if (o->kind == OP_CHARGE) {
-            snprintf(sr[i].key_id, sizeof(sr[i].key_id), "%s", o->key.id);
-            snprintf(sr[i].team, sizeof(sr[i].team), "%s", o->key.team);
-        }
+        snprintf(sr[i].rid, sizeof(sr[i].rid), "%.39s", o->rid);
         sr[i].usd = o->usd;
         sr[i].release = o->kind == OP_RELEASE;
     }
@@ -161,7 +159,7 @@ static bool run_settles(struct gw_budget *b, struct op **ops, size_t n, int64_t 
             continue;
         }
         if (o->tries == 1 && i == 0)
-            gw_log_error("budget: could not book %zu settles/charges (%s); retrying every "
+            gw_log_error("budget: could not book %zu settles/releases (%s); retrying every "
                          "second", n, gw_store_error(b->store));
         submit(b, o);
         requeued = true;
@@ -299,16 +297,6 @@ void gw_budget_settle(struct gw_budget *b, const char *rid, double usd)
     struct op *o = gw_calloc(1, sizeof(*o));
     o->kind = OP_SETTLE;
     snprintf(o->rid, sizeof(o->rid), "%s", rid);
-    o->usd = usd;
-    submit(b, o);
-}
-
-void gw_budget_charge(struct gw_budget *b, const char *key_id, const char *team, double usd)
-{
-    struct op *o = gw_calloc(1, sizeof(*o));
-    o->kind = OP_CHARGE;
-    snprintf(o->key.id, sizeof(o->key.id), "%s", key_id);
-    snprintf(o->key.team, sizeof(o->key.team), "%s", team);
     o->usd = usd;
     submit(b, o);
 }

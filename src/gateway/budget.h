@@ -25,8 +25,5 @@ void gw_budget_reserve(struct gw_budget *b, struct gw_worker *w, const struct gw
 /* Fire and forget. */
 void gw_budget_settle(struct gw_budget *b, const char *rid, double usd);
 void gw_budget_release(struct gw_budget *b, const char *rid);
-/* Book usd as spent by a key (and its team) that has no budget to reserve
- * against, so its spend totals stay true. Fire and forget. */
-void gw_budget_charge(struct gw_budget *b, const char *key_id, const char *team, double usd);
 
 #endif

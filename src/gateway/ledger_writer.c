@@ -5,7 +5,8 @@
  *
  * Workers hand records over with gw_ledger_submit(), which copies them into
  * a bounded ring and never blocks on the database. The writer takes what
- * is there, up to a batch, and appends it in one transaction. When the
+ * is there, up to a batch, and appends it in one transaction (with the
+ * spend of keys that have no budget, booked to their totals). When the
  * database is slow or down the ring fills up; past its capacity new
  * records are dropped, counted and logged (at most once per 10 s) - the
  * gateway never stalls or grows without bound for its ledger. A failed

@@ -1092,6 +1092,24 @@ static struct batch_scope *scope_find(struct batch_scope *v, size_t n, const cha
     return bsearch(&probe, v, n, sizeof(*v), scope_cmp);
 }
 
+/* Add each scope's `add` to its day, month and total, locking the scopes
+ * first in one order (as reserve does), inside the caller's transaction. */
+static int book(struct gw_store *s, struct batch_scope *sc, size_t nsc, const char *day,
+                const char *month)
+{
+    int rc = GW_STORE_OK;
+    qsort(sc, nsc, sizeof(*sc), scope_cmp);
+    for (size_t i = 0; i < nsc && rc == GW_STORE_OK; i++)
+        rc = lock_scope(s, sc[i].scope, sc[i].name);
+    const char *pers[3] = {day, month, "total"};
+    for (size_t i = 0; i < nsc && rc == GW_STORE_OK; i++)
+        for (int j = 0; j < 3 && rc == GW_STORE_OK; j++)
+            rc = q_exec(s, Q_TOTAL_ADD,
+                        ARGS(TXT(sc[i].scope), TXT(sc[i].name), TXT(pers[j]), INT(sc[i].add)),
+                        NULL);
+    return rc;
+}
+
 int gw_store_reserve_batch(struct gw_store *s, struct gw_reserve_req *r, size_t n, int64_t now)
 {
     char day[32], month[32];
@@ -1200,15 +1218,8 @@ int gw_store_settle_batch(struct gw_store *s, struct gw_settle_req *r, size_t n,
         if (r[i].team[0])
             scope_add(sc, &nsc, "team", r[i].team)->add += amount;
     }
-    qsort(sc, nsc, sizeof(*sc), scope_cmp);
-    for (size_t i = 0; i < nsc && rc == GW_STORE_OK; i++)
-        rc = lock_scope(s, sc[i].scope, sc[i].name);
-    const char *pers[3] = {day, month, "total"};
-    for (size_t i = 0; i < nsc && rc == GW_STORE_OK; i++)
-        for (int j = 0; j < 3 && rc == GW_STORE_OK; j++)
-            rc = q_exec(s, Q_TOTAL_ADD,
-                        ARGS(TXT(sc[i].scope), TXT(sc[i].name), TXT(pers[j]), INT(sc[i].add)),
-                        NULL);
+    if (rc == GW_STORE_OK)
+        rc = book(s, sc, nsc, day, month);
     free(sc);
     if (rc == GW_STORE_OK && (rc = tx_commit(s)) == GW_STORE_OK)
         return GW_STORE_OK;
@@ -1285,6 +1296,27 @@ int gw_store_append(struct gw_store *s, const struct gw_spend_rec *recs, size_t 
                          REAL(finite_or_zero(r->counterfactual_usd)), INT(r->estimated)),
                     NULL);
     }
+    /* records of keys without budgets carry their charge: book it in the
+     * same transaction, so spend totals and the ledger agree */
+    struct batch_scope *sc = NULL;
+    size_t nsc = 0;
+    for (size_t i = 0; i < n && rc == GW_STORE_OK; i++) {
+        const struct gw_spend_rec *r = &recs[i];
+        int64_t amount = to_nano(finite_or_zero(r->cost_usd));
+        if (!r->charge || !r->key_id[0] || amount <= 0)
+            continue;
+        if (!sc)
+            sc = gw_calloc(2 * n, sizeof(*sc));
+        scope_add(sc, &nsc, "key", r->key_id)->add += amount;
+        if (r->team[0])
+            scope_add(sc, &nsc, "team", r->team)->add += amount;
+    }
+    if (rc == GW_STORE_OK && nsc > 0) {
+        char day[32], month[32];
+        periods((int64_t)time(NULL), day, month);
+        rc = book(s, sc, nsc, day, month);
+    }
+    free(sc);
     if (rc == GW_STORE_OK)
         rc = tx_commit(s);
     if (rc < 0) {

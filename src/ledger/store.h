@@ -117,8 +117,10 @@ struct gw_spend_rec {
     int64_t input_tokens, output_tokens, cached_tokens, cache_write_tokens, reasoning_tokens;
     double cost_usd, counterfactual_usd;
     bool estimated;
+    bool charge;                   /* also book cost_usd to the key's (and team's) spend
+                                    * totals: a key without budgets, never reserved for */
 };
-/* Append rows in one transaction. */
+/* Append rows in one transaction (with the charges they carry). */
 int gw_store_append(struct gw_store *s, const struct gw_spend_rec *recs, size_t n);
 
 /* Spend report: rows grouped by `by` ("key", "team", "model", "tier",

@@ -652,6 +652,47 @@ static void test_batches(void **state)
     gw_store_close(s);
 }
 
+/* Ledger rows of keys without budgets carry a charge: appending them books
+ * it to the key's and team's totals in the same transaction; rows without
+ * the flag (reserved and settled elsewhere) book nothing. */
+static void test_append_charges(void **state)
+{
+    struct backend *b = *state;
+    struct gw_store *s = open_fresh(b);
+    struct gw_vkey k = vkey("charged", "charge-team");
+    create_key(s, &k);
+    struct gw_spend_rec r[3];
+    memset(r, 0, sizeof(r));
+    for (int i = 0; i < 3; i++) {
+        snprintf(r[i].request_id, sizeof(r[i].request_id), "req-%d", i);
+        r[i].ts_ms = (int64_t)time(NULL) * 1000;
+        snprintf(r[i].key_id, sizeof(r[i].key_id), "%s", k.id);
+        snprintf(r[i].team, sizeof(r[i].team), "charge-team");
+        r[i].cost_usd = 0.125 * (i + 1);
+        r[i].charge = i != 1;
+        r[i].status = 200;
+    }
+    assert_int_equal(gw_store_append(s, r, 3), GW_STORE_OK);
+    struct gw_spend_state st;
+    assert_int_equal(gw_store_spend_state(s, &k, (int64_t)time(NULL), &st), GW_STORE_OK);
+    CLOSE(st.key_total, 0.125 + 0.375);
+    CLOSE(st.key_day, 0.125 + 0.375);
+    CLOSE(st.key_month, 0.125 + 0.375);
+    CLOSE(st.team_total, 0.125 + 0.375);
+    /* a row without a key id, or with no cost, books nothing */
+    memset(r, 0, sizeof(r));
+    snprintf(r[0].request_id, sizeof(r[0].request_id), "req-static");
+    r[0].cost_usd = 1;
+    r[0].charge = true;
+    snprintf(r[1].request_id, sizeof(r[1].request_id), "req-free");
+    snprintf(r[1].key_id, sizeof(r[1].key_id), "%s", k.id);
+    r[1].charge = true;
+    assert_int_equal(gw_store_append(s, r, 2), GW_STORE_OK);
+    assert_int_equal(gw_store_spend_state(s, &k, (int64_t)time(NULL), &st), GW_STORE_OK);
+    CLOSE(st.key_total, 0.5);
+    gw_store_close(s);
+}
+
 static void test_settle_release(void **state)
 {
     struct backend *b = *state;
@@ -1186,7 +1227,7 @@ static int setup_pg(void **state)
         cmocka_unit_test(test_team_list), cmocka_unit_test(test_settle_release),        \
         cmocka_unit_test(test_period_rollover), cmocka_unit_test(test_expire),          \
         cmocka_unit_test(test_append_report), cmocka_unit_test(test_rate_sync),         \
-        cmocka_unit_test(test_batches)
+        cmocka_unit_test(test_batches), cmocka_unit_test(test_append_charges)
 
 static int concurrency_main(int argc, char **argv)
 {
