@@ -479,6 +479,9 @@ static void reload(void)
     if ((nc->ledger_url == NULL) != (G.cfg->ledger_url == NULL) ||
         (nc->ledger_url && strcmp(nc->ledger_url, G.cfg->ledger_url) != 0))
         gw_log_warn("reload: ledger.database changes need a restart; the ledger goes on as before");
+    if (nc->limits_sync_ms != G.cfg->limits_sync_ms)
+        gw_log_warn("reload: ledger.limits_sync changes need a restart; rate-limit counts are "
+                    "shared as before");
     if ((nc->otlp_endpoint == NULL) != (G.cfg->otlp_endpoint == NULL) ||
         (nc->otlp_endpoint && strcmp(nc->otlp_endpoint, G.cfg->otlp_endpoint) != 0))
         gw_log_warn("reload: telemetry.otlp changes need a restart; tracing goes on as before");

@@ -299,7 +299,9 @@ describe('rate limits with PostgreSQL (two gateways, one database)', { skip: PG_
   test('rpm 10 over two gateways: one limit, passed by at most what one sync interval lets through', { timeout: T(20000) }, async (t) => {
     // 30 requests, alternating gateways, one every 100 ms: each gateway alone
     // would admit 10 (20 together); sharing counts every 200 ms lets the
-    // other gateway through for at most about two intervals when it is reached
+    // other gateway through for about two intervals when the limit is reached
+    // (10-11 here on an idle machine); the bound allows a second of delay in
+    // the exchange on a loaded one (5 requests to the other gateway)
     const rs = [];
     for (let i = 0; i < 30; i++) {
       rs.push(chat(i % 2 ? g2 : g1, k.rpm.secret));
@@ -311,7 +313,7 @@ describe('rate limits with PostgreSQL (two gateways, one database)', { skip: PG_
     const per = [0, 1].map((j) => done.filter((r, i) => i % 2 === j && r.status === 200).length);
     t.diagnostic(`admitted ${ok} of 30 (${per} per gateway) against rpm 10, sync every ${SYNC_MS} ms`);
     assert.ok(ok >= 10, `at least the limit is admitted: ${ok}`);
-    assert.ok(ok <= 13, `at most the limit plus one interval's worth on the other gateway: ${ok}`);
+    assert.ok(ok <= 15, `at most the limit plus a second's worth on the other gateway: ${ok}`);
     assert.ok(per[0] > 0 && per[1] > 0, 'both gateways admitted some');
     const text = await g1.metrics();
     assert.ok(metricSample(text, /^hybridgw_rate_limit_syncs_total\{result="ok"\}/) > 0);
@@ -320,9 +322,20 @@ describe('rate limits with PostgreSQL (two gateways, one database)', { skip: PG_
 
   test('requests running on one gateway count against concurrency on the other', { timeout: T(20000) }, async () => {
     const slow = 'concurrency [sim:ttft_ms=1500]';
+    const t0 = Date.now();
     const running = [chat(g1, k.conc.secret, { content: slow }), chat(g1, k.conc.secret, { content: slow })];
-    await sleep(3 * SYNC_MS + 200);
-    const no = await chat(g2, k.conc.secret);
+    // g2 learns of them within a sync or two; ask until it refuses (while they still run)
+    let no;
+    while (Date.now() - t0 < 1300) {
+      await sleep(100);
+      const r = await chat(g2, k.conc.secret);
+      if (r.status === 429) {
+        no = r;
+        break;
+      }
+      assert.equal(r.status, 200, r.text);
+    }
+    assert.ok(no, 'g2 refused a third concurrent request while g1 ran two');
     assert429(no, 'requests', /Too many concurrent requests .* limit 2/);
     assert.deepEqual((await Promise.all(running)).map((r) => r.status), [200, 200]);
     await sleep(3 * SYNC_MS + 200);
