@@ -11,9 +11,20 @@
  *                                        "downgrade", "metadata":{..}}
  *                                        -> 201 with the secret, shown once
  *   GET  /admin/keys/{id}                one key
+ *   PATCH /admin/keys/{id}               change what the body names (the create
+ *                                        fields); limits and budgets apply to the
+ *                                        next request
  *   POST /admin/keys/{id}/revoke         revoke at once on this replica
  *   POST /admin/keys/{id}/rotate         new secret, shown once
+ *   GET  /admin/teams                    every team with a row (limits, budgets)
+ *   GET  /admin/teams/{name}             one team
+ *   PUT  /admin/teams/{name}             set {"rpm", "tpm", "max_concurrent",
+ *                                        "budget_day", "budget_month", "budget_total"}
+ *                                        (fields left out keep their value)
  *   GET  /admin/spend?by=team&since=86400   report (since: seconds ago)
+ *
+ * Bodies with a field the endpoint does not know are refused (400), so a
+ * typo never passes for a change.
  *
  * A change re-reads the key set at once, so a revoke through this API
  * takes effect on this replica immediately, on the others within a second.
@@ -117,6 +128,139 @@ static bool admin_authorized(const struct gw_config *cfg, struct gw_http_req *re
     unsigned char d[SHA256_DIGEST_LENGTH];
     SHA256((const unsigned char *)k.p, k.len, d);
     return CRYPTO_memcmp(d, cfg->admin_sha256, sizeof(d)) == 0;
+}
+
+/* Is every member of j one of names? err names the first that is not. */
+static bool only_fields(json_t *j, const char *const *names, size_t n, char *err, size_t errlen)
+{
+    const char *key;
+    json_t *v;
+    json_object_foreach(j, key, v) {
+        bool known = false;
+        for (size_t i = 0; i < n && !known; i++)
+            known = strcmp(key, names[i]) == 0;
+        if (!known) {
+            snprintf(err, errlen, "unknown field \"%.64s\"", key);
+            return false;
+        }
+    }
+    return true;
+}
+
+static const char *const key_fields[] = {
+    "name", "team", "models", "force_tier", "expires_at", "rpm", "tpm", "max_concurrent",
+    "budget_day", "budget_month", "budget_total", "downgrade", "metadata"};
+
+static json_t *team_json(const struct gw_team *t)
+{
+    return json_pack("{s:s, s:I, s:I, s:I, s:f, s:f, s:f}", "name", t->name, "rpm",
+                     (json_int_t)t->rpm, "tpm", (json_int_t)t->tpm, "max_concurrent",
+                     (json_int_t)t->max_concurrent, "budget_day", t->budget_day, "budget_month",
+                     t->budget_month, "budget_total", t->budget_total);
+}
+
+static void on_team(const struct gw_team *t, void *ud)
+{
+    json_array_append_new(ud, team_json(t));
+}
+
+/* Apply a PUT body to team t; false with a message on a bad field. */
+static bool team_from_json(json_t *j, struct gw_team *t, char *err, size_t errlen)
+{
+    static const char *const ints[] = {"rpm", "tpm", "max_concurrent"};
+    static const char *const dbl[] = {"budget_day", "budget_month", "budget_total"};
+    static const char *const all[] = {"rpm", "tpm", "max_concurrent", "budget_day",
+                                      "budget_month", "budget_total"};
+    if (!only_fields(j, all, GW_ARRAY_LEN(all), err, errlen))
+        return false;
+    int64_t *idst[] = {&t->rpm, &t->tpm, &t->max_concurrent};
+    double *ddst[] = {&t->budget_day, &t->budget_month, &t->budget_total};
+    for (size_t i = 0; i < GW_ARRAY_LEN(ints); i++) {
+        json_t *v = json_object_get(j, ints[i]);
+        if (!v)
+            continue;
+        if (!json_is_integer(v) || json_integer_value(v) < 0) {
+            snprintf(err, errlen, "%s: expected a non-negative integer", ints[i]);
+            return false;
+        }
+        *idst[i] = (int64_t)json_integer_value(v);
+    }
+    for (size_t i = 0; i < GW_ARRAY_LEN(dbl); i++) {
+        json_t *v = json_object_get(j, dbl[i]);
+        if (!v)
+            continue;
+        if (!json_is_number(v) || json_number_value(v) < 0) {
+            snprintf(err, errlen, "%s: expected a non-negative number (USD)", dbl[i]);
+            return false;
+        }
+        *ddst[i] = json_number_value(v);
+    }
+    return true;
+}
+
+/* /admin/teams and /admin/teams/{name}. */
+static void teams_route(struct gw_http_req *req, struct gw_gateway *gw, gw_str path, bool get,
+                        bool put)
+{
+    char err[256];
+    if (path.len == 12) { /* "/admin/teams" */
+        if (!get) {
+            not_allowed(req, "GET");
+            return;
+        }
+        json_t *arr = json_array();
+        if (gw_store_team_list(gw->store, on_team, arr) != GW_STORE_OK) {
+            json_decref(arr);
+            send_err(req, 503, "the ledger database did not answer");
+            return;
+        }
+        send_json(req, 200, json_pack("{s:o}", "teams", arr));
+        return;
+    }
+    struct gw_team t;
+    char name[sizeof(t.name)];
+    size_t nl = path.len - 13;
+    if (path.p[12] != '/' || nl == 0 || nl >= sizeof(name) || memchr(path.p + 13, '/', nl)) {
+        send_err(req, 404, "no such team (names are 1 to 64 bytes)");
+        return;
+    }
+    memcpy(name, path.p + 13, nl);
+    name[nl] = '\0';
+    if (!get && !put) {
+        not_allowed(req, "GET, PUT");
+        return;
+    }
+    int rc = gw_store_team_get(gw->store, name, &t); /* NOT_FOUND: a fresh team */
+    if (rc == GW_STORE_ERR) {
+        send_err(req, 503, "the ledger database did not answer");
+        return;
+    }
+    if (get) {
+        if (rc == GW_STORE_NOT_FOUND)
+            send_err(req, 404, "no such team");
+        else
+            send_json(req, 200, team_json(&t));
+        return;
+    }
+    gw_str body = gw_http_req_body(req);
+    json_t *j = json_loadb(body.p, body.len, 0, NULL);
+    if (!json_is_object(j)) {
+        json_decref(j);
+        send_err(req, 400, "expected a JSON object of limits and budgets");
+        return;
+    }
+    bool ok = team_from_json(j, &t, err, sizeof(err));
+    json_decref(j);
+    if (!ok) {
+        send_err(req, 400, err);
+        return;
+    }
+    if (gw_store_team_put(gw->store, &t) != GW_STORE_OK) {
+        send_err(req, 503, "could not store the team");
+        return;
+    }
+    gw_keys_refresh_now();
+    send_json(req, rc == GW_STORE_NOT_FOUND ? 201 : 200, team_json(&t));
 }
 
 /* Fill k's settable fields from a JSON body; message in err on a bad one. */
@@ -237,6 +381,7 @@ void gw_admin_keys_handle(struct gw_http_req *req, struct gw_gateway *gw)
     gw_str path = gw_http_req_path(req);
     gw_str m = gw_http_req_method(req);
     bool get = gw_str_eq_c(m, "GET"), post = gw_str_eq_c(m, "POST");
+    bool put = gw_str_eq_c(m, "PUT"), patch = gw_str_eq_c(m, "PATCH");
     char secret[96];
     char err[256];
     if (gw_str_eq_c(path, "/admin/keys")) {
@@ -261,6 +406,7 @@ void gw_admin_keys_handle(struct gw_http_req *req, struct gw_gateway *gw)
         memset(&k, 0, sizeof(k));
         snprintf(k.metadata, sizeof(k.metadata), "{}");
         if (!json_is_object(j) || !json_is_string(json_object_get(j, "name")) ||
+            !only_fields(j, key_fields, GW_ARRAY_LEN(key_fields), err, sizeof(err)) ||
             !key_from_json(j, &k, err, sizeof(err))) {
             if (!json_is_object(j) || !json_is_string(json_object_get(j, "name")))
                 snprintf(err, sizeof(err), "expected a JSON object with at least a name");
@@ -305,11 +451,37 @@ void gw_admin_keys_handle(struct gw_http_req *req, struct gw_gateway *gw)
             send_err(req, 503, "the ledger database did not answer");
             return;
         }
+        if (!action[0] && patch) {
+            gw_str body = gw_http_req_body(req);
+            json_t *j = json_loadb(body.p, body.len, 0, NULL);
+            bool ok = json_is_object(j) &&
+                      only_fields(j, key_fields, GW_ARRAY_LEN(key_fields), err, sizeof(err)) &&
+                      key_from_json(j, &k, err, sizeof(err));
+            if (!json_is_object(j))
+                snprintf(err, sizeof(err), "expected a JSON object of the fields to change");
+            json_decref(j);
+            if (!ok) {
+                send_err(req, 400, err);
+                return;
+            }
+            if (k.revoked_at) {
+                send_err(req, 409, "the key is revoked");
+                return;
+            }
+            if (gw_store_key_update(gw->store, &k) != GW_STORE_OK) {
+                send_err(req, 503, "could not update the key");
+                return;
+            }
+            gw_keys_refresh_now();
+            gw_store_key_get(gw->store, id, &k);
+            send_json(req, 200, key_json(&k));
+            return;
+        }
         if (!action[0]) {
             if (get)
                 send_json(req, 200, key_json(&k));
             else
-                not_allowed(req, "GET");
+                not_allowed(req, "GET, PATCH");
             return;
         }
         if (!post && (strcmp(action, "revoke") == 0 || strcmp(action, "rotate") == 0)) {
@@ -341,6 +513,11 @@ void gw_admin_keys_handle(struct gw_http_req *req, struct gw_gateway *gw)
             return;
         }
         send_err(req, 404, "unknown admin action");
+        return;
+    }
+    if (path.len >= 12 && memcmp(path.p, "/admin/teams", 12) == 0 &&
+        (path.len == 12 || path.p[12] == '/')) {
+        teams_route(req, gw, path, get, put);
         return;
     }
     if (gw_str_eq_c(path, "/admin/spend") && !get) {
@@ -385,5 +562,5 @@ void gw_admin_keys_handle(struct gw_http_req *req, struct gw_gateway *gw)
                                       "rows", rows));
         return;
     }
-    send_err(req, 404, "Not found. The admin API serves /admin/keys and /admin/spend.");
+    send_err(req, 404, "Not found. The admin API serves /admin/keys, /admin/teams and /admin/spend.");
 }

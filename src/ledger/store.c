@@ -835,9 +835,11 @@ int gw_store_team_get(struct gw_store *s, const char *name, struct gw_team *out)
     if (rc < 0)
         return errctx(s, "team get", rc);
     if (rc == 0) {
+        char keep[sizeof(out->name)];
+        cpy(keep, sizeof(keep), name); /* name may be out->name */
         memset(out, 0, sizeof(*out));
-        cpy(out->name, sizeof(out->name), name);
-        gw__store_seterr(s, "no such team: %s", name);
+        memcpy(out->name, keep, sizeof(keep));
+        gw__store_seterr(s, "no such team: %s", keep);
         return GW_STORE_NOT_FOUND;
     }
     read_team(s, out);

@@ -148,6 +148,9 @@ const ROUTES = [
   ['GET', '/admin/keys/vk_0123456789abcdef'],
   ['POST', '/admin/keys/vk_0123456789abcdef/revoke'],
   ['POST', '/admin/keys/vk_0123456789abcdef/rotate'],
+  ['PATCH', '/admin/keys/vk_0123456789abcdef', { rpm: 1 }],
+  ['GET', '/admin/teams'],
+  ['PUT', '/admin/teams/must-not-exist', { rpm: 1 }],
   ['GET', '/admin/spend?by=team&since=3600'],
   ['GET', '/admin/nope'],
 ];
@@ -590,8 +593,10 @@ test('wrong methods on /admin/spend and /admin/keys/{id}[/action]: 405 with Allo
   const cases = [
     ['POST', '/admin/spend?by=team', 'GET'],
     ['DELETE', '/admin/spend', 'GET'],
-    ['POST', `/admin/keys/${alice.id}`, 'GET'],
-    ['DELETE', `/admin/keys/${alice.id}`, 'GET'],
+    ['POST', `/admin/keys/${alice.id}`, 'GET, PATCH'],
+    ['DELETE', `/admin/keys/${alice.id}`, 'GET, PATCH'],
+    ['POST', '/admin/teams', 'GET'],
+    ['DELETE', '/admin/teams/some-team', 'GET, PUT'],
     ['GET', `/admin/keys/${alice.id}/revoke`, 'POST'],
     ['GET', `/admin/keys/${alice.id}/rotate`, 'POST'],
   ];
@@ -605,6 +610,49 @@ test('wrong methods on /admin/spend and /admin/keys/{id}[/action]: 405 with Allo
   assert.deepEqual(problems, []);
   // and GET revoke did not revoke
   assert.equal((await adm(gw, `/admin/keys/${alice.id}`)).json.status, 'active');
+});
+
+test('PATCH a key and PUT a team: limits apply to the next request; typos and bad values are 400', {
+  timeout: T(10000),
+}, async () => {
+  const k = await createKey(gw, { name: 'patched', team: 'admin-team' });
+  // a typo is refused, on create too, and changes nothing
+  assertError(await adm(gw, `/admin/keys/${k.id}`, { method: 'PATCH', body: { rmp: 2 } }), 400, { message: /unknown field "rmp"/ });
+  assertError(await adm(gw, '/admin/keys', { method: 'POST', body: { name: 'typo', budget_totl: 1 } }), 400, { message: /unknown field/ });
+  assertError(await adm(gw, `/admin/keys/${k.id}`, { method: 'PATCH', body: { rpm: -1 } }), 400, { message: /rpm/ });
+  assertError(await adm(gw, `/admin/keys/${k.id}`, { method: 'PATCH', body: '[1]' }), 400);
+  const p = await adm(gw, `/admin/keys/${k.id}`, { method: 'PATCH', body: { rpm: 2, metadata: { owner: 'ops' } } });
+  assert.equal(p.status, 200, p.text);
+  assert.equal(p.json.rpm, 2);
+  assert.equal(p.json.name, 'patched', 'fields left out keep their value');
+  assert.equal(p.json.team, 'admin-team');
+  assert.deepEqual(p.json.metadata, { owner: 'ops' });
+  assert.ok(!('secret' in p.json));
+  // the next requests see rpm 2 (the change re-read the keys at once)
+  const st = [];
+  for (let i = 0; i < 3; i++) st.push((await chatAs(gw, bearer(k.secret))).status);
+  assert.deepEqual(st, [200, 200, 429]);
+  // a team: 201 when new, 200 after; GET shows it; its limit binds the team's keys
+  const k2 = await createKey(gw, { name: 'team-mate', team: 'admin-team' });
+  assertError(await adm(gw, '/admin/teams/admin-team', { method: 'PUT', body: { concurrency: 1 } }), 400, { message: /unknown field "concurrency"/ });
+  const t = await adm(gw, '/admin/teams/admin-team', { method: 'PUT', body: { tpm: 1 } });
+  assert.equal(t.status, 201, t.text);
+  assert.deepEqual(t.json, { name: 'admin-team', rpm: 0, tpm: 1, max_concurrent: 0, budget_day: 0, budget_month: 0, budget_total: 0 });
+  const t2 = await adm(gw, '/admin/teams/admin-team', { method: 'PUT', body: { budget_total: 5 } });
+  assert.equal(t2.status, 200, t2.text);
+  assert.equal(t2.json.tpm, 1, 'fields left out keep their value');
+  assert.equal(t2.json.budget_total, 5);
+  const list = await adm(gw, '/admin/teams');
+  assert.ok(list.json.teams.some((x) => x.name === 'admin-team' && x.tpm === 1), list.text);
+  assertError(await adm(gw, '/admin/teams/nobody'), 404);
+  const r = await chatAs(gw, bearer(k2.secret));
+  assert.equal(r.status, 429, r.text);
+  assert.match(r.json.error.message, /Request too large for team `admin-team`/);
+  // a revoked key can't be changed
+  await adm(gw, `/admin/keys/${k2.id}/revoke`, { method: 'POST' });
+  assertError(await adm(gw, `/admin/keys/${k2.id}`, { method: 'PATCH', body: { rpm: 5 } }), 409);
+  // the refused PUT of the 401 test created nothing
+  assertError(await adm(gw, '/admin/teams/must-not-exist'), 404);
 });
 
 // ---- shutdown and secrets ----------------------------------------------------------------------
