@@ -145,6 +145,14 @@ static const char *const *const migrations[] = {
     " revoked_at, metadata, rpm, tpm, max_concurrent, budget_day, budget_month, budget_total," \
     " downgrade"
 #define TEAM_COLS "name, budget_day, budget_month, budget_total, rpm, tpm, max_concurrent"
+#define TAKE_IDS 16
+#define INSERT_ROWS 8
+#define IDS16                                                                             \
+    "$1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16"
+#define ROWS8                                                                             \
+    "($1, $2, $3, $4, $5), ($6, $7, $8, $9, $10), ($11, $12, $13, $14, $15),"           \
+    " ($16, $17, $18, $19, $20), ($21, $22, $23, $24, $25), ($26, $27, $28, $29, $30),"  \
+    " ($31, $32, $33, $34, $35), ($36, $37, $38, $39, $40)"
 #define REPORT(col)                                                                          \
     "SELECT " col ", COUNT(*), COALESCE(SUM(input_tokens), 0), COALESCE(SUM(output_tokens), 0)," \
     " COALESCE(SUM(cost_usd), 0), COALESCE(SUM(counterfactual_usd), 0) FROM spend"           \
@@ -180,7 +188,8 @@ enum {
     Q_REPORT_MODEL,
     Q_REPORT_TIER,
     Q_REPORT_BACKEND,
-    Q_RES_TAKE,
+    Q_RES_TAKE_MANY,
+    Q_RES_INSERT_MANY,
     Q_RATE_PUT,
     Q_INFL_PUT,
     Q_RATE_OTHERS,
@@ -238,7 +247,16 @@ static const char *const query_sql[Q_COUNT] = {
     [Q_REPORT_MODEL] = REPORT("model"),
     [Q_REPORT_TIER] = REPORT("tier"),
     [Q_REPORT_BACKEND] = REPORT("backend"),
-    [Q_RES_TAKE] = "DELETE FROM reservations WHERE id = $1 RETURNING key_id, team",
+    /* batches: TAKE_IDS ids at once (unused slots are '', which no
+     * reservation has), INSERT_ROWS reservations at once (rows with id ''
+     * are padding and skipped); casts because PostgreSQL types VALUES
+     * parameters as text */
+    [Q_RES_TAKE_MANY] = "DELETE FROM reservations WHERE id IN (" IDS16 ")"
+                        " RETURNING id, key_id, team",
+    [Q_RES_INSERT_MANY] = "INSERT INTO reservations (id, key_id, team, nano_usd, created_at)"
+                          " SELECT column1, column2, column3, CAST(column4 AS BIGINT),"
+                          " CAST(column5 AS BIGINT) FROM (VALUES " ROWS8 ") AS v"
+                          " WHERE column1 <> ''",
     [Q_RATE_PUT] = "INSERT INTO rate_usage (subject, sec, replica, requests, tokens)"
                    " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (subject, sec, replica)"
                    " DO UPDATE SET requests = excluded.requests, tokens = excluded.tokens",
@@ -1158,20 +1176,36 @@ int gw_store_reserve_batch(struct gw_store *s, struct gw_reserve_req *r, size_t 
             fill_state(&r[i].state, &ks->st, ts ? &ts->st : NULL, 0);
             continue;
         }
-        char id[40];
-        random_id("rs_", 16, id);
-        rc = q_exec(s, Q_RES_INSERT, ARGS(TXT(id), TXT(k->id), TXT(k->team), INT(amount), INT(now)),
-                    NULL);
-        if (rc < 0)
-            break;
+        random_id("rs_", 16, r[i].rid);
         ks->st.reserved += amount;
         if (ts)
             ts->st.reserved += amount;
         r[i].rc = GW_STORE_OK;
-        cpy(r[i].rid, sizeof(r[i].rid), id);
         fill_state(&r[i].state, &ks->st, ts ? &ts->st : NULL, 0);
     }
     free(sc);
+    /* the reservations that fit, INSERT_ROWS per statement */
+    for (size_t i = 0; i < n && rc == GW_STORE_OK;) {
+        struct gw__dbv a[5 * INSERT_ROWS];
+        size_t m = 0;
+        for (; i < n && m < INSERT_ROWS; i++) {
+            if (r[i].rc != GW_STORE_OK)
+                continue;
+            a[5 * m] = TXT(r[i].rid);
+            a[5 * m + 1] = TXT(r[i].key->id);
+            a[5 * m + 2] = TXT(r[i].key->team);
+            a[5 * m + 3] = INT(to_nano(r[i].max_usd));
+            a[5 * m + 4] = INT(now);
+            m++;
+        }
+        if (m == 0)
+            break;
+        for (size_t j = m; j < INSERT_ROWS; j++) {
+            a[5 * j] = a[5 * j + 1] = a[5 * j + 2] = TXT("");
+            a[5 * j + 3] = a[5 * j + 4] = INT(0);
+        }
+        rc = q_exec(s, Q_RES_INSERT_MANY, a, 5 * INSERT_ROWS, NULL);
+    }
     if (rc == GW_STORE_OK && (rc = tx_commit(s)) == GW_STORE_OK)
         return GW_STORE_OK;
     tx_rollback(s);
@@ -1195,24 +1229,40 @@ int gw_store_settle_batch(struct gw_store *s, struct gw_settle_req *r, size_t n,
         free(sc);
         return errctx(s, "settle", GW_STORE_ERR);
     }
-    /* take the reservations (the deletes are invisible to others until we
-     * commit, and we commit only after locking what we book to) */
-    for (size_t i = 0; i < n && rc == GW_STORE_OK; i++) {
-        r[i].rc = GW_STORE_OK;
-        if (r[i].rid[0]) {
-            int q = q_first(s, Q_RES_TAKE, ARGS(TXT(r[i].rid)));
-            if (q < 0) {
-                rc = q;
-                break;
+    /* take the reservations, TAKE_IDS per statement (the deletes are
+     * invisible to others until we commit, and we commit only after locking
+     * what we book to). A reservation not found was settled, released or
+     * expired already; one named twice in a batch is taken once. */
+    for (size_t i = 0; i < n; i++)
+        r[i].rc = r[i].rid[0] ? GW_STORE_NOT_FOUND : GW_STORE_OK;
+    for (size_t i = 0; i < n && rc == GW_STORE_OK;) {
+        struct gw__dbv a[TAKE_IDS];
+        size_t first = i, m = 0;
+        for (; i < n && m < TAKE_IDS; i++)
+            if (r[i].rid[0])
+                a[m++] = TXT(r[i].rid);
+        if (m == 0)
+            break;
+        for (size_t j = m; j < TAKE_IDS; j++)
+            a[j] = TXT("");
+        rc = q_start(s, Q_RES_TAKE_MANY, a, TAKE_IDS);
+        while (rc == GW_STORE_OK && (rc = s->ops->step(s)) == 1) {
+            const char *id = s->ops->col_text(s, 0);
+            for (size_t j = first; j < i; j++) {
+                if (r[j].rc == GW_STORE_NOT_FOUND && strcmp(r[j].rid, id) == 0) {
+                    r[j].rc = GW_STORE_OK;
+                    cpy(r[j].key_id, sizeof(r[j].key_id), s->ops->col_text(s, 1));
+                    cpy(r[j].team, sizeof(r[j].team), s->ops->col_text(s, 2));
+                    break;
+                }
             }
-            if (q == 0) {
-                r[i].rc = GW_STORE_NOT_FOUND; /* settled, released or expired already */
-                continue;
-            }
-            cpy(r[i].key_id, sizeof(r[i].key_id), s->ops->col_text(s, 0));
-            cpy(r[i].team, sizeof(r[i].team), s->ops->col_text(s, 1));
-            q_end(s);
+            rc = GW_STORE_OK;
         }
+        q_end(s);
+    }
+    for (size_t i = 0; i < n && rc == GW_STORE_OK; i++) {
+        if (r[i].rc != GW_STORE_OK)
+            continue;
         int64_t amount = r[i].release ? 0 : to_nano(r[i].usd);
         if (amount <= 0 || !r[i].key_id[0])
             continue;

@@ -21,7 +21,7 @@
 
 /* Upper bound on query ids (the enum in store.c) and on parameters per query. */
 #define GW__DB_MAX_QUERIES 64
-#define GW__DB_MAX_ARGS 24
+#define GW__DB_MAX_ARGS 40
 
 enum gw__dbv_type {
     GW__DBV_TEXT = 0,

@@ -639,6 +639,29 @@ static void test_batches(void **state)
     assert_int_equal(sr[0].rc, GW_STORE_NOT_FOUND);
     assert_int_equal(gw_store_spend_state(s, &a, now, &st), GW_STORE_OK);
     CLOSE(st.key_total, 0.40);
+    /* 20 more (two insert statements), settled in one batch that names the
+     * first one twice (two take statements): it is taken and booked once */
+    struct gw_vkey big = vkey("batch-big", "");
+    create_key(s, &big);
+    for (int i = 0; i < 20; i++) {
+        rq[i].key = &big;
+        rq[i].max_usd = 0.01;
+    }
+    assert_int_equal(gw_store_reserve_batch(s, rq, 20, now), GW_STORE_OK);
+    struct gw_settle_req many[21];
+    memset(many, 0, sizeof(many));
+    for (int i = 0; i < 21; i++) {
+        assert_int_equal(rq[i % 20].rc, GW_STORE_OK);
+        snprintf(many[i].rid, sizeof(many[i].rid), "%s", rq[i == 20 ? 0 : i].rid);
+        many[i].usd = 0.01;
+    }
+    assert_int_equal(gw_store_spend_state(s, &big, now, &st), GW_STORE_OK);
+    CLOSE(st.key_total, 0.20); /* all reserved */
+    assert_int_equal(gw_store_settle_batch(s, many, 21, now), GW_STORE_OK);
+    for (int i = 0; i < 21; i++)
+        assert_int_equal(many[i].rc, i == 20 ? GW_STORE_NOT_FOUND : GW_STORE_OK);
+    assert_int_equal(gw_store_spend_state(s, &big, now, &st), GW_STORE_OK);
+    CLOSE(st.key_total, 0.20); /* settled, none left open, the twice-named one booked once */
     /* a bad request in a batch fails the batch and records nothing */
     struct gw_vkey nokey = vkey("x", "");
     rq[0].key = &a;
