@@ -59,6 +59,13 @@ static void train_usage(FILE *f)
             "  --seed S          random seed; same data + options + seed = same bytes (default 1)\n"
             "  --holdout F       random share held out and scored, 0..0.9 (default 0.1;\n"
             "                    the model is trained on the rest, 0 = train on everything)\n"
+            "  --frontier-weight X  loss weight of frontier-label examples (default 1)\n"
+            "  --tier-weight X   weight of an extra loss on the tier, -log P(gold tier)\n"
+            "                    (default 0 = off)\n"
+            "  --dropout X       share of features dropped at random per training step,\n"
+            "                    0..0.9 (default 0)\n"
+            "  --ensemble K      average the logits of K models (seeds S..S+K-1), stored\n"
+            "                    as one model of the same size and cost (default 1)\n"
             "  --param NAME=VAL  advanced feature parameters (docs/classifier.md): user_head,\n"
             "                    user_tail, char_head, char_tail, sys_head, sys_tail, ctx_head,\n"
             "                    flags, w_user, w_sys, w_ctx, w_meta, w_char, w_mid\n"
@@ -125,6 +132,14 @@ int gw_cmd_train(int argc, char **argv)
             o.seed = u;
         } else if (!strcmp(a, "--holdout") && parse_double(v, 0, 0.9, &d) == 0) {
             holdout = d;
+        } else if (!strcmp(a, "--frontier-weight") && parse_double(v, 0.01, 100, &d) == 0) {
+            o.frontier_weight = (float)d;
+        } else if (!strcmp(a, "--tier-weight") && parse_double(v, 0, 100, &d) == 0) {
+            o.tier_weight = (float)d;
+        } else if (!strcmp(a, "--dropout") && parse_double(v, 0, 0.9, &d) == 0) {
+            o.dropout = (float)d;
+        } else if (!strcmp(a, "--ensemble") && parse_u32(v, 1, 16, &u) == 0) {
+            o.ensemble = u;
         } else if (!strcmp(a, "--param")) {
             char name[32];
             const char *eq = strchr(v, '=');
@@ -144,7 +159,9 @@ int gw_cmd_train(int argc, char **argv)
             int known = !strcmp(a, "--epochs") || !strcmp(a, "--dim") ||
                         !strcmp(a, "--buckets") || !strcmp(a, "--max-rows") ||
                         !strcmp(a, "--minn") || !strcmp(a, "--maxn") || !strcmp(a, "--lr") ||
-                        !strcmp(a, "--seed") || !strcmp(a, "--holdout");
+                        !strcmp(a, "--seed") || !strcmp(a, "--holdout") ||
+                        !strcmp(a, "--frontier-weight") || !strcmp(a, "--tier-weight") ||
+                        !strcmp(a, "--dropout") || !strcmp(a, "--ensemble");
             if (known)
                 fprintf(stderr, "hybridgw train: bad value for %s: %s\n", a, v);
             else

@@ -181,6 +181,11 @@ struct gw_cls_train_opts {
     float lr;
     uint64_t seed;
     uint32_t max_rows;   /* cap on stored rows (model size) */
+    float frontier_weight; /* loss weight of examples with a frontier label (1 = plain) */
+    float tier_weight;   /* weight of the auxiliary tier loss -log P(gold tier) (0 = off) */
+    float dropout;       /* share of an example's features dropped per step (0 = off) */
+    uint32_t ensemble;   /* members (seeds seed, seed+1, ...) whose logits are averaged
+                          * into one model of dim nlabels rounded up to 4; 1 = plain */
     FILE *progress;      /* NULL = quiet */
 };
 void gw_cls_train_opts_default(struct gw_cls_train_opts *o);

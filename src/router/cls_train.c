@@ -186,6 +186,10 @@ void gw_cls_train_opts_default(struct gw_cls_train_opts *o)
     o->lr = 2.0f;
     o->seed = 1;
     o->max_rows = 100000;
+    o->frontier_weight = 1.0f;
+    o->tier_weight = 0.0f;
+    o->dropout = 0.0f;
+    o->ensemble = 1;
     o->progress = NULL;
 }
 
@@ -438,7 +442,7 @@ int gw_cls_train(const struct gw_cls_dataset *ds, const size_t *idx, size_t n,
     size_t nrows = 0, rcap = 0;
     float *E = NULL;
     float *W = gw_calloc((size_t)nlabels * dim, sizeof(float));
-    float bias[GW_CLS_MAX_LABELS] = {0};
+    float bias[GW_CLS_MAX_LABELS];
     size_t nfeat = 0;
     for (size_t e = 0; e < nex; e++) {
         nfeat += ex[e].nf;
@@ -451,11 +455,6 @@ int gw_cls_train(const struct gw_cls_dataset *ds, const size_t *idx, size_t n,
                     E = gw_realloc(E, rcap * dim * sizeof(float));
                 }
                 rowb[nrows] = b;
-                uint64_t s = o->seed * 0x2545f4914f6cdd1dull + b;
-                for (uint32_t d = 0; d < dim; d++) {
-                    double u = (double)(rng_next(&s) >> 11) / 9007199254740992.0;
-                    E[nrows * dim + d] = (float)((2 * u - 1) / dim);
-                }
                 map[b] = (uint32_t)++nrows;
             }
             ex[e].fb[j] = map[b] - 1;
@@ -468,80 +467,163 @@ int gw_cls_train(const struct gw_cls_dataset *ds, const size_t *idx, size_t n,
                 p->bucket_bits);
 
     size_t *order = gw_malloc(nex * sizeof(size_t));
-    for (size_t i = 0; i < nex; i++)
-        order[i] = i;
-    uint64_t rs = o->seed;
-    uint64_t total = (uint64_t)o->epochs * nex, step = 0;
-    float h[GW_CLS_MAX_DIM], gh[GW_CLS_MAX_DIM], z[GW_CLS_MAX_LABELS];
-    for (uint32_t ep = 0; ep < o->epochs; ep++) {
-        for (size_t i = nex; i > 1; i--) {
-            size_t j = rng_below(&rs, i);
-            size_t t = order[i - 1];
-            order[i - 1] = order[j];
-            order[j] = t;
-        }
-        double loss = 0;
-        size_t correct = 0;
-        for (size_t oi = 0; oi < nex; oi++, step++) {
-            const struct gw_cls_example *x = &ex[order[oi]];
-            float lr = o->lr * (1.0f - (float)step / (float)total);
-            memset(h, 0, sizeof(float) * dim);
-            float wsum = 0;
-            for (uint32_t j = 0; j < x->nf; j++) {
-                const float *row = E + (size_t)x->fb[j] * dim;
-                float w = x->fw[j];
-                wsum += w;
-                for (uint32_t d = 0; d < dim; d++)
-                    h[d] += w * row[d];
-            }
-            float inv = wsum > 0 ? 1.0f / wsum : 0.0f;
-            for (uint32_t d = 0; d < dim; d++)
-                h[d] *= inv;
-            float zmax = -INFINITY;
-            uint32_t best = 0;
-            for (uint32_t l = 0; l < nlabels; l++) {
-                float s = bias[l];
-                for (uint32_t d = 0; d < dim; d++)
-                    s += W[l * dim + d] * h[d];
-                z[l] = s;
-                if (s > zmax) {
-                    zmax = s;
-                    best = l;
-                }
-            }
-            float sum = 0;
-            for (uint32_t l = 0; l < nlabels; l++) {
-                z[l] = expf(z[l] - zmax);
-                sum += z[l];
-            }
-            correct += best == (uint32_t)x->label;
-            memset(gh, 0, sizeof(float) * dim);
-            for (uint32_t l = 0; l < nlabels; l++) {
-                float pl = z[l] / sum;
-                if (l == (uint32_t)x->label)
-                    loss -= log(pl > 1e-30f ? pl : 1e-30f);
-                float g = pl - (l == (uint32_t)x->label ? 1.0f : 0.0f);
-                for (uint32_t d = 0; d < dim; d++) {
-                    gh[d] += g * W[l * dim + d];
-                    W[l * dim + d] -= lr * g * h[d];
-                }
-                bias[l] -= lr * g;
-            }
-            for (uint32_t j = 0; j < x->nf; j++) {
-                float *row = E + (size_t)x->fb[j] * dim;
-                float s = lr * x->fw[j] * inv;
-                for (uint32_t d = 0; d < dim; d++)
-                    row[d] -= s * gh[d];
+    int lfront[GW_CLS_MAX_LABELS];
+    for (uint32_t l = 0; l < nlabels; l++)
+        lfront[l] = gw_cls_label_is_frontier(labels[l]);
+    uint64_t drop_cut = o->dropout > 0 ? (uint64_t)((double)o->dropout * 9007199254740992.0) : 0;
+    uint8_t *keepf = NULL;
+    size_t keepcap = 0;
+    /* An ensemble of K members (seeds seed .. seed+K-1) averages their
+     * logits. Each member's logits are bias + W (sum w_j E_j) / wsum, so the
+     * average is itself such a model: rows P_j = mean_k W_k E_kj (one value
+     * per label, padded to a multiple of 4), W = identity, bias = mean b_k.
+     * Same file format, same prediction cost. */
+    uint32_t nens = o->ensemble > 1 ? o->ensemble : 1;
+    uint32_t pdim = (nlabels + 3) & ~3u;
+    float *P = NULL;
+    float pbias[GW_CLS_MAX_LABELS] = {0};
+    if (nens > 1)
+        P = gw_calloc(nrows * pdim, sizeof(float));
+    for (uint32_t k = 0; k < nens; k++) {
+        uint64_t seed = o->seed + k;
+        for (size_t r = 0; r < nrows; r++) {
+            uint64_t s = seed * 0x2545f4914f6cdd1dull + rowb[r];
+            for (uint32_t d = 0; d < dim; d++) {
+                double u = (double)(rng_next(&s) >> 11) / 9007199254740992.0;
+                E[r * dim + d] = (float)((2 * u - 1) / dim);
             }
         }
-        if (o->progress)
-            fprintf(o->progress, "epoch %2u/%u  loss %.4f  train acc %.4f  %.2f s\n", ep + 1,
-                    o->epochs, loss / (double)nex, (double)correct / (double)nex,
-                    (double)(gw_now_ns() - t0) / 1e9);
+        memset(W, 0, (size_t)nlabels * dim * sizeof(float));
+        memset(bias, 0, sizeof(bias));
+        for (size_t i = 0; i < nex; i++)
+            order[i] = i;
+        /* a separate stream for dropout: without it the shuffles (and the
+         * model bytes) are those of plain training */
+        uint64_t ds_rng = seed ^ 0xd1342543de82ef95ull;
+        uint64_t rs = seed;
+        uint64_t total = (uint64_t)o->epochs * nex, step = 0;
+        float h[GW_CLS_MAX_DIM], gh[GW_CLS_MAX_DIM], z[GW_CLS_MAX_LABELS];
+        for (uint32_t ep = 0; ep < o->epochs; ep++) {
+            for (size_t i = nex; i > 1; i--) {
+                size_t j = rng_below(&rs, i);
+                size_t t = order[i - 1];
+                order[i - 1] = order[j];
+                order[j] = t;
+            }
+            double loss = 0;
+            size_t correct = 0;
+            for (size_t oi = 0; oi < nex; oi++, step++) {
+                const struct gw_cls_example *x = &ex[order[oi]];
+                float lr = o->lr * (1.0f - (float)step / (float)total);
+                memset(h, 0, sizeof(float) * dim);
+                float wsum = 0;
+                if (drop_cut) {
+                    if (x->nf > keepcap) {
+                        keepcap = x->nf;
+                        keepf = gw_realloc(keepf, keepcap);
+                    }
+                    for (uint32_t j = 0; j < x->nf; j++)
+                        keepf[j] = (rng_next(&ds_rng) >> 11) >= drop_cut;
+                }
+                for (uint32_t j = 0; j < x->nf; j++) {
+                    if (drop_cut && !keepf[j])
+                        continue;
+                    const float *row = E + (size_t)x->fb[j] * dim;
+                    float w = x->fw[j];
+                    wsum += w;
+                    for (uint32_t d = 0; d < dim; d++)
+                        h[d] += w * row[d];
+                }
+                float inv = wsum > 0 ? 1.0f / wsum : 0.0f;
+                for (uint32_t d = 0; d < dim; d++)
+                    h[d] *= inv;
+                float zmax = -INFINITY;
+                uint32_t best = 0;
+                for (uint32_t l = 0; l < nlabels; l++) {
+                    float s = bias[l];
+                    for (uint32_t d = 0; d < dim; d++)
+                        s += W[l * dim + d] * h[d];
+                    z[l] = s;
+                    if (s > zmax) {
+                        zmax = s;
+                        best = l;
+                    }
+                }
+                float sum = 0;
+                for (uint32_t l = 0; l < nlabels; l++) {
+                    z[l] = expf(z[l] - zmax);
+                    sum += z[l];
+                }
+                correct += best == (uint32_t)x->label;
+                memset(gh, 0, sizeof(float) * dim);
+                /* cost-sensitive loss: frontier examples weigh frontier_weight;
+                 * plus tier_weight x -log P(gold tier), P(tier) the sum of its
+                 * labels' probabilities (gradient p_l - [l in tier] p_l / P) */
+                int gt = lfront[x->label];
+                float cw = gt == 1 ? o->frontier_weight : 1.0f;
+                float pt = 0;
+                if (o->tier_weight > 0) {
+                    for (uint32_t l = 0; l < nlabels; l++)
+                        if (lfront[l] == gt)
+                            pt += z[l] / sum;
+                    if (pt < 1e-30f)
+                        pt = 1e-30f;
+                    loss -= o->tier_weight * log(pt);
+                }
+                for (uint32_t l = 0; l < nlabels; l++) {
+                    float pl = z[l] / sum;
+                    if (l == (uint32_t)x->label)
+                        loss -= cw * log(pl > 1e-30f ? pl : 1e-30f);
+                    float g = cw * (pl - (l == (uint32_t)x->label ? 1.0f : 0.0f));
+                    if (o->tier_weight > 0)
+                        g += o->tier_weight * (pl - (lfront[l] == gt ? pl / pt : 0.0f));
+                    for (uint32_t d = 0; d < dim; d++) {
+                        gh[d] += g * W[l * dim + d];
+                        W[l * dim + d] -= lr * g * h[d];
+                    }
+                    bias[l] -= lr * g;
+                }
+                for (uint32_t j = 0; j < x->nf; j++) {
+                    if (drop_cut && !keepf[j])
+                        continue;
+                    float *row = E + (size_t)x->fb[j] * dim;
+                    float s = lr * x->fw[j] * inv;
+                    for (uint32_t d = 0; d < dim; d++)
+                        row[d] -= s * gh[d];
+                }
+            }
+            if (o->progress)
+                fprintf(o->progress, "epoch %2u/%u  loss %.4f  train acc %.4f  %.2f s\n", ep + 1,
+                        o->epochs, loss / (double)nex, (double)correct / (double)nex,
+                        (double)(gw_now_ns() - t0) / 1e9);
+        }
+        if (nens > 1) {
+            for (size_t r = 0; r < nrows; r++)
+                for (uint32_t l = 0; l < nlabels; l++) {
+                    float v = 0;
+                    for (uint32_t d = 0; d < dim; d++)
+                        v += W[l * dim + d] * E[r * dim + d];
+                    P[r * pdim + l] += v / (float)nens;
+                }
+            for (uint32_t l = 0; l < nlabels; l++)
+                pbias[l] += bias[l] / (float)nens;
+        }
     }
     free(order);
+    free(keepf);
 
-    serialize(o, nlabels, labels, E, rowb, nrows, W, bias, out, outlen);
+    if (nens > 1) {
+        struct gw_cls_train_opts po = *o;
+        po.p.dim = pdim;
+        float *I = gw_calloc((size_t)nlabels * pdim, sizeof(float));
+        for (uint32_t l = 0; l < nlabels; l++)
+            I[l * pdim + l] = 1.0f;
+        serialize(&po, nlabels, labels, P, rowb, nrows, I, pbias, out, outlen);
+        free(I);
+        free(P);
+    } else {
+        serialize(o, nlabels, labels, E, rowb, nrows, W, bias, out, outlen);
+    }
     if (o->progress)
         fprintf(o->progress, "model: %zu bytes, %zu feature rows touched (cap %u), %.2f s\n",
                 *outlen, nrows, o->max_rows, (double)(gw_now_ns() - t0) / 1e9);
