@@ -86,7 +86,7 @@ static const char CFG_CLS[] = BACKENDS
 
 static const char CFG_CLS_AMBIGUOUS[] = BACKENDS
     "router:\n"
-    "  min_confidence: 0.999\n";
+    "  min_confidence: 1\n";
 
 static const char CFG_CLS_ROUTES[] = BACKENDS
     "router:\n"
@@ -713,7 +713,7 @@ static void test_classifier_ambiguous(void **state)
     json_t *body;
     assert_int_equal(decide(g_cfg, &cases[0], &r, NULL, &body), 0);
     assert_non_null(strstr(r.reason, "ambiguous"));
-    assert_true(r.confidence < 0.999);
+    assert_true(r.confidence < 1.0);
     json_decref(body);
 }
 
