@@ -250,6 +250,24 @@ static void add_route_headers(struct proxy *p)
                               p->attempts_log.len);
 }
 
+/* Give the rate limits back before the last byte goes out: a client that
+ * sends its next request the moment this one ends (it may land on another
+ * worker) must find this one ended, not still running or still charged its
+ * maximum. What never reached an upstream's answer used nothing. */
+static void release_limits(struct proxy *p)
+{
+    if (!p->lim.e[0] && !p->lim.e[1])
+        return;
+    if (p->xs)
+        gw_xstream_usage(p->xs, &p->usage);
+    int64_t used = 0;
+    if (p->usage.reported && !p->estimated)
+        used = GW_MAX(p->usage.prompt_tokens, 0) + GW_MAX(p->usage.completion_tokens, 0);
+    else if (p->status == 200 || p->streaming)
+        used = p->lim_tokens;
+    gw_limits_finish(p->w->gw->limits, &p->lim, used);
+}
+
 /* Send an error in the client's dialect (before any byte of the response
  * was sent) and finish the request. */
 static void fail(struct proxy *p, int status, const char *type, const char *code,
@@ -269,6 +287,7 @@ static void fail(struct proxy *p, int status, const char *type, const char *code
         if (p->lim_final)
             /* waiting won't make it fit: SDKs must not retry */
             gw_http_resp_header(p->req, "x-should-retry", "false");
+        release_limits(p);
         if (p->ingress == GW_DIALECT_ANTHROPIC) {
             char *body = gw_xlate_anthropic_error_body(status, msg);
             gw_http_resp_send(p->req, status, "application/json", body, strlen(body));
@@ -367,6 +386,7 @@ static void stream_fail(struct proxy *p, const char *code, const char *msg)
         write_client_event(p, NULL, (gw_str){b.data, b.len});
     }
     gw_buf_free(&b);
+    release_limits(p);
     gw_http_resp_end(p->req);
     p->req = NULL;
 }
@@ -817,6 +837,7 @@ static void deliver_body(struct proxy *p)
         compute_cost(p);
         add_cost_header(p);
         add_route_headers(p);
+        release_limits(p);
         gw_http_resp_send(p->req, 200, "application/json", s, n);
         p->bytes_out += n;
         p->req = NULL;
@@ -846,6 +867,7 @@ static void deliver_body(struct proxy *p)
     compute_cost(p);
     add_cost_header(p);
     add_route_headers(p);
+    release_limits(p);
     gw_http_resp_send(p->req, 200, "application/json", dump, strlen(dump));
     p->bytes_out += strlen(dump);
     free(dump);
@@ -970,6 +992,7 @@ static void on_up_done(struct gw_up *u, const char *err, void *ud)
         if (p->xs && p->req)
             gw_xstream_finish(p->xs, NULL, emit_to_client, p);
         if (p->req) {
+            release_limits(p);
             gw_http_resp_end(p->req);
             p->req = NULL;
         }
@@ -1558,16 +1581,7 @@ static void finalize(struct proxy *p)
                 gw_series_inc(gw_metrics_getv(w->metrics, &gw_m_tokens, tier, backend, kinds[i]),
                               (double)v[i]);
     }
-    if (p->lim.e[0] || p->lim.e[1]) {
-        /* the rate limits count what was used; what never reached an
-         * upstream's answer used nothing */
-        int64_t used = 0;
-        if (p->usage.reported && !p->estimated)
-            used = GW_MAX(p->usage.prompt_tokens, 0) + GW_MAX(p->usage.completion_tokens, 0);
-        else if (p->status == 200 || p->streaming)
-            used = p->lim_tokens;
-        gw_limits_finish(w->gw->limits, &p->lim, used);
-    }
+    release_limits(p); /* when no response was sent (the client left) */
     if (p->rid[0] && w->gw->budget) {
         if (p->cost_done && p->cost.known)
             gw_budget_settle(w->gw->budget, p->rid, p->cost.usd);
