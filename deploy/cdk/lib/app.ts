@@ -4,6 +4,7 @@ import { App, Environment, Stack, Tags } from 'aws-cdk-lib';
 import { AddonsStack } from './addons-stack';
 import { ClusterStack } from './cluster-stack';
 import { ConfigOverrides, HybridgwConfig, resolveConfig } from './config';
+import { DatabaseStack } from './database-stack';
 import { GatewayStack } from './gateway-stack';
 import { DEPLOY_DIR } from './helm';
 import { ModelsStack } from './models-stack';
@@ -34,6 +35,8 @@ export interface HybridgwApp {
   readonly nodeGroups: NodeGroupsStack;
   readonly addons: AddonsStack;
   readonly models: ModelsStack;
+  /** The ledger's PostgreSQL; undefined when ledger.backend is 'sqlite'. */
+  readonly database?: DatabaseStack;
   readonly gateway: GatewayStack;
   readonly observability: ObservabilityStack;
   /** In deploy order. */
@@ -79,19 +82,25 @@ export function buildApp(opts: BuildOptions = {}): HybridgwApp {
   const models = new ModelsStack(app, name('Models'), {
     ...common, cluster: cluster.cluster, description: 'hybridgw layer 5: vLLM model servers',
   });
+  const database = config.ledger.backend === 'postgres'
+    ? new DatabaseStack(app, name('Database'), {
+      ...common, vpc: network.vpc, cluster: cluster.cluster,
+      description: 'hybridgw layer 6: RDS PostgreSQL for the gateway ledger (keys, budgets, rate limits, spend)',
+    })
+    : undefined;
   const gateway = new GatewayStack(app, name('Gateway'), {
-    ...common, cluster: cluster.cluster, repository: cluster.gatewayRepository,
-    description: 'hybridgw layer 6: the gateway, its API keys and ALB',
+    ...common, cluster: cluster.cluster, repository: cluster.gatewayRepository, ledgerSecret: database?.secret,
+    description: 'hybridgw layer 7: the gateway, its API keys, its ledger database URL and ALB',
   });
   const observability = new ObservabilityStack(app, name('Observability'), {
     ...common, cluster: cluster.cluster, observabilityDir: opts.observabilityDir,
-    description: 'hybridgw layer 7: Prometheus, Grafana, DCGM exporter, dashboards, rules',
+    description: 'hybridgw layer 8: Prometheus, Grafana, DCGM exporter, dashboards, rules',
   });
 
   // Each layer deploys after the previous one (and is destroyed before it).
-  const stacks: Stack[] = [network, cluster, nodeGroups, addons, models, gateway, observability];
+  const stacks: Stack[] = [network, cluster, nodeGroups, addons, models, ...(database ? [database] : []), gateway, observability];
   for (let i = 1; i < stacks.length; i++) stacks[i].addStackDependency(stacks[i - 1]);
   for (const [k, v] of Object.entries(config.tags)) Tags.of(app).add(k, v);
 
-  return { app, config, network, cluster, nodeGroups, addons, models, gateway, observability, stacks };
+  return { app, config, network, cluster, nodeGroups, addons, models, database, gateway, observability, stacks };
 }

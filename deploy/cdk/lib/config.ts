@@ -62,6 +62,32 @@ export interface ModelConfig {
   readonly cache: { readonly type: 'emptyDir' | 'pvc'; readonly sizeGiB: number; readonly claimName?: string };
 }
 
+export interface LedgerPostgresConfig {
+  /**
+   * PostgreSQL version, 15 or 16: a major ("16": RDS picks its default minor and applies minor
+   * upgrades in the maintenance window) or a full version ("16.8") to pin one.
+   */
+  readonly engineVersion: string;
+  /** RDS instance class without the `db.` prefix. Graviton burstable by default; production
+   *  with many replicas or high request rates: m7g.large (or larger) and multiAz. */
+  readonly instanceType: string;
+  /** gp3 storage; grows automatically up to maxAllocatedStorageGiB. */
+  readonly allocatedStorageGiB: number;
+  readonly maxAllocatedStorageGiB: number;
+  /** A standby in a second AZ (doubles the instance and storage price). Production: true. */
+  readonly multiAz: boolean;
+  /** Automated backups (point-in-time recovery), 1..35 days. */
+  readonly backupRetentionDays: number;
+  /** RDS refuses to delete the instance (and so the stack) while this is on. */
+  readonly deletionProtection: boolean;
+  /** What a stack delete does with the instance: 'snapshot' (final snapshot, default),
+   *  'retain' (keep it running), 'destroy' (gone, lab only). */
+  readonly removalPolicy: 'snapshot' | 'retain' | 'destroy';
+  readonly databaseName: string;
+  /** Master user; its generated password lives only in Secrets Manager. */
+  readonly username: string;
+}
+
 export interface HybridgwConfig {
   /** Prefix of every stack name: `<prefix>-Network`, `<prefix>-Cluster`, ... */
   readonly stackPrefix: string;
@@ -175,6 +201,23 @@ export interface HybridgwConfig {
     };
   };
 
+  /**
+   * The gateway's spend store: virtual keys, budgets and open reservations, the rate-limit
+   * counts replicas exchange, and the spend ledger (gateway config `ledger.database`).
+   */
+  readonly ledger: {
+    /**
+     * 'postgres' (default): an RDS PostgreSQL instance (the Database stack) shared by every
+     * replica, so N replicas enforce one budget and one rate limit and the ledger outlives pods.
+     * 'sqlite': a file on the pod's ephemeral disk, one per replica and lost with the pod; only
+     * allowed with gateway.replicas.max 1 (the app refuses more at synth).
+     */
+    readonly backend: 'postgres' | 'sqlite';
+    /** Used when backend is 'sqlite'. */
+    readonly sqliteUrl: string;
+    readonly postgres: LedgerPostgresConfig;
+  };
+
   readonly observability: {
     readonly kubePrometheusStack: ChartPin;
     readonly dcgmExporter: ChartPin;
@@ -279,6 +322,23 @@ export const DEFAULT_CONFIG: HybridgwConfig = {
     },
   },
 
+  ledger: {
+    backend: 'postgres',
+    sqliteUrl: 'sqlite:///var/lib/hybridgw/ledger.db',
+    postgres: {
+      engineVersion: '16',
+      instanceType: 't4g.small',
+      allocatedStorageGiB: 20,
+      maxAllocatedStorageGiB: 100,
+      multiAz: false,
+      backupRetentionDays: 7,
+      deletionProtection: true,
+      removalPolicy: 'snapshot',
+      databaseName: 'hybridgw',
+      username: 'hybridgw',
+    },
+  },
+
   observability: {
     kubePrometheusStack: { repository: 'https://prometheus-community.github.io/helm-charts', chart: 'kube-prometheus-stack', version: '79.10.0', namespace: 'monitoring' },
     dcgmExporter: { repository: 'https://nvidia.github.io/dcgm-exporter/helm-charts', chart: 'dcgm-exporter', version: '4.8.3', namespace: 'monitoring' },
@@ -344,6 +404,32 @@ export function validateConfig(cfg: HybridgwConfig): void {
   }
   for (const [name, ng] of Object.entries(cfg.nodeGroups)) {
     if (!(ng.minSize <= ng.desiredSize && ng.desiredSize <= ng.maxSize)) errors.push(`nodeGroups.${name}: need min <= desired <= max`);
+  }
+  const rep = cfg.gateway.replicas;
+  if (!(Number.isInteger(rep.min) && rep.min >= 1 && rep.min <= rep.max)) errors.push('gateway.replicas: need 1 <= min <= max');
+  const ledger = cfg.ledger;
+  if (ledger.backend === 'sqlite') {
+    if (!/^sqlite:/.test(ledger.sqliteUrl)) errors.push(`ledger.sqliteUrl: ${ledger.sqliteUrl} is not a sqlite: URL`);
+    if (rep.max > 1) {
+      errors.push(`ledger.backend 'sqlite' with gateway.replicas.max ${rep.max}: SQLite is per pod (on ephemeral storage), so each `
+        + 'replica would enforce its own budgets and rate limits and the ledger would die with the pod. '
+        + "Use ledger.backend 'postgres' (RDS, the default) or gateway.replicas { min: 1, max: 1 }");
+    }
+  } else if (ledger.backend === 'postgres') {
+    const pg = ledger.postgres;
+    if (!/^(15|16)(\.\d+)?$/.test(pg.engineVersion)) errors.push(`ledger.postgres.engineVersion: ${pg.engineVersion} (expected 15, 16 or a full 15.x/16.x version)`);
+    if (!/^[a-z][a-z0-9-]*\.[a-z0-9]+$/.test(pg.instanceType)) errors.push(`ledger.postgres.instanceType: ${pg.instanceType} (expected e.g. t4g.small, without db.)`);
+    if (!(Number.isInteger(pg.allocatedStorageGiB) && pg.allocatedStorageGiB >= 20)) errors.push('ledger.postgres.allocatedStorageGiB: at least 20 (gp3)');
+    if (!(pg.maxAllocatedStorageGiB >= pg.allocatedStorageGiB)) errors.push('ledger.postgres.maxAllocatedStorageGiB: must be >= allocatedStorageGiB');
+    if (!(Number.isInteger(pg.backupRetentionDays) && pg.backupRetentionDays >= 1 && pg.backupRetentionDays <= 35)) {
+      errors.push('ledger.postgres.backupRetentionDays: 1..35 (0 would turn backups off)');
+    }
+    if (!['snapshot', 'retain', 'destroy'].includes(pg.removalPolicy)) errors.push(`ledger.postgres.removalPolicy: ${pg.removalPolicy}`);
+    for (const k of ['databaseName', 'username'] as const) {
+      if (!/^[a-z][a-z0-9_]{0,62}$/.test(pg[k]) || ['postgres', 'rdsadmin'].includes(pg[k])) errors.push(`ledger.postgres.${k}: ${pg[k]} (lowercase identifier, not postgres/rdsadmin)`);
+    }
+  } else {
+    errors.push(`ledger.backend: ${String(ledger.backend)} (expected postgres or sqlite)`);
   }
   if (errors.length) throw new Error(`invalid hybridgw config:\n  ${errors.join('\n  ')}`);
 }

@@ -129,6 +129,7 @@ describe('hybridgw chart', () => {
     assert.equal(file.backends.gpt.api_key, '${OPENAI_API_KEY:-}');
     assert.equal(file.auth.keys[0].key, '${HYBRIDGW_DEV_KEY}');
     assert.deepEqual(file.backends['qwen-coder'].urls, ['http://vllm-qwen-coder.models.svc:8000']);
+    assert.equal(file.ledger.database, '${HYBRIDGW_DATABASE_URL}', 'the PostgreSQL URL comes from the environment');
   });
 
   it('renders a config file the gateway itself accepts (hybridgw check-config, when built)', (t) => {
@@ -139,7 +140,13 @@ describe('hybridgw chart', () => {
     }
     const file = path.join(tempDir('gwcfg'), 'hybridgw.yaml');
     fs.writeFileSync(file, one(objs, 'ConfigMap').data['hybridgw.yaml']);
-    const r = spawnSync(bin, ['check-config', file], { encoding: 'utf8', env: { PATH: process.env.PATH, HYBRIDGW_DEV_KEY: 'test-only' } });
+    const env = {
+      PATH: process.env.PATH,
+      HYBRIDGW_DEV_KEY: 'test-only',
+      // What the ledger ExternalSecret template produces (see database.test.ts).
+      HYBRIDGW_DATABASE_URL: 'postgres://hybridgw:p%40ss%3Aw%2Frd@ledger.example.internal:5432/hybridgw?sslmode=require',
+    };
+    const r = spawnSync(bin, ['check-config', file], { encoding: 'utf8', env });
     assert.equal(r.status, 0, `hybridgw check-config rejected the chart's config:\n${r.stdout}${r.stderr}`);
   });
 
@@ -183,6 +190,13 @@ describe('hybridgw chart', () => {
       assert.deepEqual({ name: env[k].valueFrom.secretKeyRef.name, key: env[k].valueFrom.secretKeyRef.key }, { name: 'hybridgw-api-keys', key: k });
     }
     assert.equal(env.HYBRIDGW_DEV_KEY.valueFrom.secretKeyRef.optional, false);
+  });
+
+  it('reads the ledger database URL from the ExternalSecret-made Secret hybridgw-ledger-db', () => {
+    const env = c.env.find((e: Obj) => e.name === 'HYBRIDGW_DATABASE_URL');
+    assert.ok(env, 'HYBRIDGW_DATABASE_URL not in the container env');
+    assert.equal(env.value, undefined);
+    assert.deepEqual(env.valueFrom.secretKeyRef, { name: 'hybridgw-ledger-db', key: 'HYBRIDGW_DATABASE_URL', optional: false });
   });
 
   it('rolls pods when the config changes (checksum annotation)', () => {
@@ -326,6 +340,8 @@ describe('values.schema.json rejects bad values (helm template fails)', () => {
     ['hybridgw', 'a listen address set by hand', { config: { listen: '127.0.0.1:1' } }, /config/],
     ['hybridgw', 'a drain deadline set outside shutdownTimeoutSeconds', { config: { limits: { shutdown_timeout: '5s' } } }, /limits/],
     ['hybridgw', 'an unknown tier', { config: { backends: { x: { tier: 'medium', provider: 'vllm' } } } }, /tier/],
+    ['hybridgw', 'a literal database password', { config: { ledger: { database: 'postgres://hybridgw:hunter2@db:5432/hybridgw' } } }, /database/],
+    ['hybridgw', 'a database password parameter', { config: { ledger: { database: 'postgres://db:5432/hybridgw?user=u&password=hunter2' } } }, /database/],
   ];
   for (const [chart, what, values, mentions] of cases) {
     it(`${chart}: ${what}`, () => {

@@ -12,9 +12,9 @@ describe('full app synth', () => {
   const built = buildApp({ outdir });
   const assembly = built.app.synth();
 
-  it('produces the seven layer stacks in deploy order', () => {
+  it('produces the eight layer stacks in deploy order (Database before Gateway)', () => {
     const names = assembly.stacks.map((s) => s.stackName);
-    const expected = ['Network', 'Cluster', 'NodeGroups', 'Addons', 'Models', 'Gateway', 'Observability'].map((l) => `Hybridgw-${l}`);
+    const expected = ['Network', 'Cluster', 'NodeGroups', 'Addons', 'Models', 'Database', 'Gateway', 'Observability'].map((l) => `Hybridgw-${l}`);
     assert.deepEqual([...names].sort(), [...expected].sort());
     for (let i = 1; i < expected.length; i++) {
       const deps = assembly.getStackByName(expected[i]).dependencies.map((d) => d.id);
@@ -56,5 +56,28 @@ describe('full app synth', () => {
       const text = fs.readFileSync(path.join(outdir, s.templateFile), 'utf8');
       assert.doesNotMatch(text, /sk-ant-[A-Za-z0-9]|sk-proj-|AKIA[0-9A-Z]{16}|-----BEGIN [A-Z ]*PRIVATE KEY/);
     }
+  });
+
+  it('puts no database password in any template, output or chart value', () => {
+    let urls = 0;
+    for (const s of assembly.stacks) {
+      const text = fs.readFileSync(path.join(outdir, s.templateFile), 'utf8');
+      const tpl = JSON.parse(text) as { Resources: Record<string, any>; Outputs?: Record<string, any> };
+      // Every postgres URL in a template is the ExternalSecret template: user and password are placeholders.
+      for (const m of text.matchAll(/postgres(?:ql)?:\/\/([^@"]*)@/g)) {
+        urls++;
+        assert.match(m[1], /^\{\{ \.username \| urlquery \}\}:\{\{ \.password \| urlquery \}\}$/, `${s.stackName}: ${m[0]}`);
+      }
+      assert.doesNotMatch(text, /password=/i, `${s.stackName}: a password parameter`);
+      for (const [id, r] of Object.entries(tpl.Resources)) {
+        if (r.Type === 'AWS::RDS::DBInstance') {
+          assert.match(JSON.stringify(r.Properties.MasterUserPassword), /^\{"Fn::Join":\["",\["\{\{resolve:secretsmanager:/, `${id}: password must be a dynamic reference`);
+        }
+        if (r.Type === 'AWS::SecretsManager::Secret') assert.equal(r.Properties.SecretString, undefined, `${id}: literal secret value`);
+        if (r.Type === 'Custom::AWSCDK-EKS-HelmChart') assert.doesNotMatch(JSON.stringify(r.Properties.Values ?? ''), /postgres(ql)?:\/\//, `${id}: URL in chart values`);
+      }
+      for (const [id, o] of Object.entries(tpl.Outputs ?? {})) assert.doesNotMatch(JSON.stringify(o), /resolve:secretsmanager|SecretString|password/i, `output ${id}`);
+    }
+    assert.equal(urls, 1, 'exactly one URL template (the ledger ExternalSecret)');
   });
 });
