@@ -232,10 +232,58 @@ describe('hybridgw chart', () => {
     assert.equal(ta['alb.ingress.kubernetes.io/certificate-arn'], 'arn:aws:acm:us-east-1:123456789012:certificate/abc');
   });
 
-  it('renders with its own defaults too (no Ingress)', () => {
+  it('renders with its own defaults too (no Ingress; one replica, as the default ledger is SQLite)', () => {
     const d = renderChart('hybridgw', 'gw', 'default');
     validateAll(d);
     assert.equal(byKind(d, 'Ingress').length, 0);
+    assert.equal(one(d, 'Deployment').spec.replicas, 1);
+    assert.equal(byKind(d, 'HorizontalPodAutoscaler').length, 0);
+    assert.equal(byKind(d, 'PodDisruptionBudget').length, 0, 'a PDB on one replica blocks node drains');
+    assert.match(YAML.parse(one(d, 'ConfigMap').data['hybridgw.yaml']).ledger.database, /^sqlite:/);
+  });
+});
+
+describe('hybridgw chart: SQLite ledger with several replicas is refused', () => {
+  const pgUrl = { config: { ledger: { database: '${HYBRIDGW_DATABASE_URL}' } } };
+  const refusals: Array<[string, Obj, RegExp]> = [
+    ['replicaCount 2', { replicaCount: 2 }, /up to 2 gateway replicas can run \(replicaCount\)/],
+    ['the HPA (maxReplicas 10)', { hpa: { enabled: true } }, /up to 10 gateway replicas can run \(hpa\.maxReplicas\)/],
+    ['the HPA past 1 with replicaCount 1', { replicaCount: 1, hpa: { enabled: true, minReplicas: 1, maxReplicas: 3 } }, /up to 3/],
+    ['a relative sqlite file', { replicaCount: 2, config: { ledger: { database: 'sqlite://ledger.db' } } }, /SQLite/],
+  ];
+  for (const [what, values, mentions] of refusals) {
+    it(`fails helm template with ${what}`, () => {
+      const stderr = renderFails('hybridgw', values);
+      assert.match(stderr, /config\.ledger\.database is SQLite/, stderr);
+      assert.match(stderr, /own budgets, rate limits/, stderr);
+      assert.match(stderr, /allowSqliteWithReplicas: true/, stderr);
+      assert.match(stderr, mentions, stderr);
+    });
+  }
+
+  it('renders one SQLite replica, or an HPA capped at 1', () => {
+    validateAll(renderChart('hybridgw', 'gw', 'default', { replicaCount: 1 }));
+    const capped = renderChart('hybridgw', 'gw', 'default', { hpa: { enabled: true, minReplicas: 1, maxReplicas: 1 } });
+    assert.equal(one(capped, 'HorizontalPodAutoscaler').spec.maxReplicas, 1);
+  });
+
+  it('renders several SQLite replicas with allowSqliteWithReplicas: true', () => {
+    const d = renderChart('hybridgw', 'gw', 'default', { replicaCount: 3, allowSqliteWithReplicas: true });
+    assert.equal(one(d, 'Deployment').spec.replicas, 3);
+  });
+
+  it('renders several replicas and the HPA with a PostgreSQL ledger from the environment', () => {
+    const d = renderChart('hybridgw', 'gw', 'default', {
+      ...pgUrl, replicaCount: 2, hpa: { enabled: true, minReplicas: 2, maxReplicas: 6 }, pdb: { enabled: true, minAvailable: 1 },
+      secretEnv: [
+        { name: 'HYBRIDGW_DEV_KEY', key: 'HYBRIDGW_DEV_KEY', optional: false },
+        { name: 'HYBRIDGW_DATABASE_URL', key: 'HYBRIDGW_DATABASE_URL', secret: 'my-db-url', optional: false },
+      ],
+    });
+    validateAll(d);
+    assert.equal(one(d, 'HorizontalPodAutoscaler').spec.maxReplicas, 6);
+    const env = Object.fromEntries(container(one(d, 'Deployment'), 'hybridgw').env.map((e: Obj) => [e.name, e.valueFrom.secretKeyRef.name]));
+    assert.deepEqual(env, { HYBRIDGW_DEV_KEY: 'hybridgw-api-keys', HYBRIDGW_DATABASE_URL: 'my-db-url' });
   });
 });
 
@@ -342,6 +390,7 @@ describe('values.schema.json rejects bad values (helm template fails)', () => {
     ['hybridgw', 'an unknown tier', { config: { backends: { x: { tier: 'medium', provider: 'vllm' } } } }, /tier/],
     ['hybridgw', 'a literal database password', { config: { ledger: { database: 'postgres://hybridgw:hunter2@db:5432/hybridgw' } } }, /database/],
     ['hybridgw', 'a database password parameter', { config: { ledger: { database: 'postgres://db:5432/hybridgw?user=u&password=hunter2' } } }, /database/],
+    ['hybridgw', 'a non-boolean SQLite override', { allowSqliteWithReplicas: 'yes' }, /allowSqliteWithReplicas/],
   ];
   for (const [chart, what, values, mentions] of cases) {
     it(`${chart}: ${what}`, () => {

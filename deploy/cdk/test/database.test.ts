@@ -4,8 +4,8 @@ import * as path from 'node:path';
 import { describe, it } from 'node:test';
 import * as YAML from 'yaml';
 import { resolveConfig } from '../lib/config';
-import { databaseUrlTemplate } from '../lib/gateway-stack';
-import { fastApp, flatten, helm, helmCharts, manifests, resourcesOf, tempDir, template } from './helpers';
+import { databaseUrlTemplate, gatewayValues } from '../lib/gateway-stack';
+import { CHARTS_DIR, fastApp, flatten, helm, helmCharts, manifests, resourcesOf, tempDir, template } from './helpers';
 
 type Obj = Record<string, any>;
 
@@ -232,5 +232,16 @@ describe('SQLite ledger guard rail (CDK)', () => {
     assert.ok(!(c.values.secretEnv as Obj[]).some((e) => e.name === 'HYBRIDGW_DATABASE_URL'));
     assert.ok(!manifests(t).some((o) => o.metadata?.name === 'hybridgw-ledger-db'));
     t.resourceCountIs('AWS::RDS::DBInstance', 0);
+  });
+
+  it('keeps the chart guard and the CDK guard in step (gatewayValues of a refused config fails helm too)', () => {
+    const ok = resolveConfig({ ledger: { backend: 'sqlite' }, gateway: { replicas: { min: 1, max: 1 } } });
+    // Bypass validateConfig to hand the chart what the CDK app refuses.
+    const refused = { ...ok, gateway: { ...ok.gateway, replicas: { min: 2, max: 10 } } };
+    const file = path.join(tempDir('sqlite-values'), 'values.json');
+    fs.writeFileSync(file, JSON.stringify(gatewayValues(refused, 'registry.example.com/hybridgw')));
+    const r = helm(['template', 'gw', path.join(CHARTS_DIR, 'hybridgw'), '-f', file]);
+    assert.notEqual(r.status, 0);
+    assert.match(r.stderr, /SQLite/);
   });
 });

@@ -46,3 +46,19 @@ The gateway config file. The chart owns the keys that must agree with the pod sp
 {{- $cfg := mustMergeOverwrite (deepCopy .Values.config) $owned -}}
 {{- toYaml $cfg -}}
 {{- end -}}
+
+{{/*
+Guard rails, rendered (as nothing) by deployment.yaml. A SQLite ledger is a file on the pod's
+ephemeral disk: with more than one replica each one enforces its own budgets and rate limits and
+keeps its own spend ledger, which dies with the pod. Refuse that unless asked for explicitly.
+*/}}
+{{- define "hybridgw.validate" -}}
+{{- $db := dig "ledger" "database" "" (default (dict) .Values.config) | toString | trim | lower -}}
+{{- $maxReplicas := int .Values.replicaCount -}}
+{{- if .Values.hpa.enabled -}}
+{{- $maxReplicas = int .Values.hpa.maxReplicas -}}
+{{- end -}}
+{{- if and (hasPrefix "sqlite" $db) (gt $maxReplicas 1) (not .Values.allowSqliteWithReplicas) -}}
+{{- fail (printf "config.ledger.database is SQLite but up to %d gateway replicas can run (%s): each replica would keep its own budgets, rate limits and spend ledger on its own ephemeral disk. Use PostgreSQL (config.ledger.database: \"${HYBRIDGW_DATABASE_URL}\" with the URL in a Secret listed in secretEnv; see values.yaml), or run one replica (replicaCount: 1 and hpa.enabled: false), or set allowSqliteWithReplicas: true to accept per-replica budgets and limits." $maxReplicas (ternary "hpa.maxReplicas" "replicaCount" (.Values.hpa.enabled | default false))) -}}
+{{- end -}}
+{{- end -}}
