@@ -42,8 +42,12 @@ describe('deploy scripts', () => {
     const nodeclaims = at(/delete nodeclaims\.karpenter\.sh/);
     const deleteStack = at(/cloudformation delete-stack/);
     assert.ok(ingress < deleteStack && lbSvc < deleteStack && nodeclaims < deleteStack);
-    assert.match(text, /layers=\(Network Cluster NodeGroups Addons Models Gateway Observability\)/);
+    assert.match(text, /layers=\(Network Cluster NodeGroups Addons Models Database Gateway Observability\)/);
     assert.match(text, /for \(\(i = \$\{#layers\[@\]\} - 1; i >= 0; i--\)\)/, 'stacks must be destroyed last-first');
+    // The ledger database is not deleted behind the operator's back: deletion protection stops it.
+    const protection = at(/DBInstances\[0\]\.DeletionProtection/);
+    assert.ok(protection < deleteStack, 'check deletion protection before delete-stack');
+    assert.match(text, /--no-deletion-protection/);
   });
 
   it('teardown --help works without aws or kubectl', () => {
