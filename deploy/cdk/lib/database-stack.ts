@@ -28,7 +28,7 @@ const REMOVAL: Record<HybridgwConfig['ledger']['postgres']['removalPolicy'], Rem
 };
 
 /**
- * The gateway's spend store on RDS PostgreSQL (only when ledger.backend is 'postgres').
+ * Layer 6: the gateway's spend store on RDS PostgreSQL (only when ledger.backend is 'postgres').
  *
  * Why PostgreSQL: SQLite is one file per pod, so with several replicas each would enforce its own
  * budgets and rate limits, and the ledger would die with the pod's ephemeral disk. With one

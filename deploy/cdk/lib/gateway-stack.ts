@@ -38,7 +38,7 @@ export function databaseUrlTemplate(databaseName: string): string {
 }
 
 /**
- * Layer 6: the gateway.
+ * Layer 7: the gateway.
  * - Secrets Manager secret with the API keys. The stack creates it with a generated
  *   HYBRIDGW_DEV_KEY and placeholder vendor keys; operators put the real vendor keys in with
  *   `aws secretsmanager put-secret-value` (README). Key material never enters a template, a

@@ -67,7 +67,7 @@ export function loadRuleFiles(dir: string): LoadedRuleFile[] {
 }
 
 /**
- * Layer 7: observability.
+ * Layer 8: observability.
  * - kube-prometheus-stack (Prometheus, Alertmanager, Grafana, node-exporter, kube-state-metrics),
  *   selecting every ServiceMonitor/PrometheusRule in the cluster (CRDs come from the AddOns stack);
  * - DCGM exporter on the GPU nodes (GPU utilisation, memory, power, XIDs);
