@@ -243,15 +243,7 @@ static void teams_route(struct gw_http_req *req, struct gw_gateway *gw, gw_str p
         return;
     }
     gw_str body = gw_http_req_body(req);
-    json_t *j = json_loadb(body.p, body.len, 0, NULL);
-    if (!json_is_object(j)) {
-        json_decref(j);
-        send_err(req, 400, "expected a JSON object of limits and budgets");
-        return;
-    }
-    bool ok = team_from_json(j, &t, err, sizeof(err));
-    json_decref(j);
-    if (!ok) {
+    if (gw_admin_team_body(body.p, body.len, &t, err, sizeof(err)) < 0) {
         send_err(req, 400, err);
         return;
     }
@@ -367,6 +359,32 @@ static bool key_from_json(json_t *j, struct gw_vkey *k, char *err, size_t errlen
     return true;
 }
 
+int gw_admin_key_body(const char *body, size_t len, bool create, struct gw_vkey *k, char *err,
+                      size_t errlen)
+{
+    json_t *j = json_loadb(body ? body : "", body ? len : 0, 0, NULL);
+    bool ok = json_is_object(j) && (!create || json_is_string(json_object_get(j, "name")));
+    if (!ok)
+        snprintf(err, errlen, create ? "expected a JSON object with at least a name"
+                                     : "expected a JSON object of the fields to change");
+    ok = ok && only_fields(j, key_fields, GW_ARRAY_LEN(key_fields), err, errlen) &&
+         key_from_json(j, k, err, errlen);
+    json_decref(j);
+    return ok ? 0 : -1;
+}
+
+int gw_admin_team_body(const char *body, size_t len, struct gw_team *t, char *err,
+                       size_t errlen)
+{
+    json_t *j = json_loadb(body ? body : "", body ? len : 0, 0, NULL);
+    bool ok = json_is_object(j);
+    if (!ok)
+        snprintf(err, errlen, "expected a JSON object of limits and budgets");
+    ok = ok && team_from_json(j, t, err, errlen);
+    json_decref(j);
+    return ok ? 0 : -1;
+}
+
 void gw_admin_keys_handle(struct gw_http_req *req, struct gw_gateway *gw)
 {
     const struct gw_config *cfg = gw->cfg;
@@ -401,20 +419,13 @@ void gw_admin_keys_handle(struct gw_http_req *req, struct gw_gateway *gw)
             return;
         }
         gw_str body = gw_http_req_body(req);
-        json_t *j = json_loadb(body.p, body.len, 0, NULL);
         struct gw_vkey k;
         memset(&k, 0, sizeof(k));
         snprintf(k.metadata, sizeof(k.metadata), "{}");
-        if (!json_is_object(j) || !json_is_string(json_object_get(j, "name")) ||
-            !only_fields(j, key_fields, GW_ARRAY_LEN(key_fields), err, sizeof(err)) ||
-            !key_from_json(j, &k, err, sizeof(err))) {
-            if (!json_is_object(j) || !json_is_string(json_object_get(j, "name")))
-                snprintf(err, sizeof(err), "expected a JSON object with at least a name");
-            json_decref(j);
+        if (gw_admin_key_body(body.p, body.len, true, &k, err, sizeof(err)) < 0) {
             send_err(req, 400, err);
             return;
         }
-        json_decref(j);
         if (gw_store_key_create(gw->store, &k, secret, sizeof(secret)) != GW_STORE_OK) {
             send_err(req, 503, "could not create the key");
             return;
@@ -453,14 +464,7 @@ void gw_admin_keys_handle(struct gw_http_req *req, struct gw_gateway *gw)
         }
         if (!action[0] && patch) {
             gw_str body = gw_http_req_body(req);
-            json_t *j = json_loadb(body.p, body.len, 0, NULL);
-            bool ok = json_is_object(j) &&
-                      only_fields(j, key_fields, GW_ARRAY_LEN(key_fields), err, sizeof(err)) &&
-                      key_from_json(j, &k, err, sizeof(err));
-            if (!json_is_object(j))
-                snprintf(err, sizeof(err), "expected a JSON object of the fields to change");
-            json_decref(j);
-            if (!ok) {
+            if (gw_admin_key_body(body.p, body.len, false, &k, err, sizeof(err)) < 0) {
                 send_err(req, 400, err);
                 return;
             }

@@ -231,6 +231,15 @@ struct gw_req_meta *gw_req_meta(struct gw_worker *w, struct gw_http_req *req);
 void gw_api_admin_on_request(struct gw_http_req *req);
 /* /admin/keys and /admin/spend (src/api/admin.c), admin listener only. */
 void gw_admin_keys_handle(struct gw_http_req *req, struct gw_gateway *gw);
+/* An admin API body as the handlers read it: a key to create (create: a
+ * name is required) or the fields of one to change (only the fields the
+ * body names are set in *k), or a team's limits and budgets. 0, or -1 with
+ * the client's message in err. (Exposed for the fuzz target.) */
+struct gw_team;
+int gw_admin_key_body(const char *body, size_t len, bool create, struct gw_vkey *k, char *err,
+                      size_t errlen);
+int gw_admin_team_body(const char *body, size_t len, struct gw_team *t, char *err,
+                       size_t errlen);
 /* Re-read the virtual keys now (main thread). */
 void gw_keys_refresh_now(void);
 /* OpenAI-shaped error body. */
