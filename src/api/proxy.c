@@ -107,9 +107,7 @@ struct proxy {
                                      * its cost to the spend totals */
     struct gw_limit_ticket lim;     /* the rate limits' hold, given back in finalize */
     struct gw_limit_view lim_view;  /* for the rate-limit headers */
-    bool lim_counted;               /* a key or team limit applied: send the headers */
-    bool lim_retry;                 /* refused by our limiter: retrying later helps */
-    bool lim_final;                 /* refused for good (too large): it does not */
+    bool lim_final;                 /* refused for good (too large): waiting won't help */
     int64_t lim_tokens;             /* tokens charged at admission */
     int64_t lim_now_ms;             /* wall clock of the admission */
     bool finalize_pending;          /* finalize asked while reserving */
@@ -118,7 +116,7 @@ struct proxy {
     char error_msg[256];
     struct gw_error err;            /* the client's error if no attempt succeeds */
     char retry_after[32];           /* from the upstream that produced err */
-    char retry_after_ms[24];        /* our own limiter's, to the millisecond */
+    char retry_after_ms[24];        /* our own limiter's, to the millisecond ("": not ours) */
     uint64_t t0_ns;
     uint64_t deadline_ns;
     uint64_t ttft_ns;               /* first event relayed */
@@ -235,8 +233,7 @@ static void add_limit_headers(struct proxy *p)
 static void add_route_headers(struct proxy *p)
 {
     struct gw_http_req *r = p->req;
-    if (p->lim_counted)
-        add_limit_headers(p);
+    add_limit_headers(p); /* nothing without a key or team limit */
     if (p->b) {
         gw_http_resp_header(r, "x-hybridgw-route", gw_tier_str(p->b->tier));
         gw_http_resp_header(r, "x-hybridgw-backend", p->b->name);
@@ -250,22 +247,40 @@ static void add_route_headers(struct proxy *p)
                               p->attempts_log.len);
 }
 
-/* Give the rate limits back before the last byte goes out: a client that
- * sends its next request the moment this one ends (it may land on another
- * worker) must find this one ended, not still running or still charged its
- * maximum. What never reached an upstream's answer used nothing. */
-static void release_limits(struct proxy *p)
+static void compute_cost(struct proxy *p);
+
+/* End what the request holds against its key and team, corrected to what
+ * it used: its rate-limit counts and its budget reservation (settled to the
+ * cost, or released). Called right before the last byte of the response
+ * goes out, so a client that sends its next request the moment this one
+ * ends (it may land on another worker) finds it ended, not still running
+ * or still holding its maximum; finalize calls it too (no response went
+ * out, or it already ran: then it does nothing). */
+static void end_holds(struct proxy *p)
 {
-    if (!p->lim.e[0] && !p->lim.e[1])
-        return;
+    struct gw_gateway *gw = p->w->gw;
     if (p->xs)
         gw_xstream_usage(p->xs, &p->usage);
-    int64_t used = 0;
-    if (p->usage.reported && !p->estimated)
-        used = GW_MAX(p->usage.prompt_tokens, 0) + GW_MAX(p->usage.completion_tokens, 0);
-    else if (p->status == 200 || p->streaming)
-        used = p->lim_tokens;
-    gw_limits_finish(p->w->gw->limits, &p->lim, used);
+    /* every answered request gets a cost record; failures cost nothing
+     * billable that we can know of */
+    if (p->b && !p->estimated && (p->status == 200 || p->streaming))
+        compute_cost(p);
+    if (p->lim.e[0] || p->lim.e[1]) {
+        /* what never reached an upstream's answer used nothing */
+        int64_t used = 0;
+        if (p->usage.reported && !p->estimated)
+            used = GW_MAX(p->usage.prompt_tokens, 0) + GW_MAX(p->usage.completion_tokens, 0);
+        else if (p->status == 200 || p->streaming)
+            used = p->lim_tokens;
+        gw_limits_finish(gw->limits, &p->lim, used);
+    }
+    if (p->rid[0] && gw->budget) {
+        if (p->cost_done && p->cost.known)
+            gw_budget_settle(gw->budget, p->rid, p->cost.usd);
+        else
+            gw_budget_release(gw->budget, p->rid);
+        p->rid[0] = '\0';
+    }
 }
 
 /* Send an error in the client's dialect (before any byte of the response
@@ -287,7 +302,7 @@ static void fail(struct proxy *p, int status, const char *type, const char *code
         if (p->lim_final)
             /* waiting won't make it fit: SDKs must not retry */
             gw_http_resp_header(p->req, "x-should-retry", "false");
-        release_limits(p);
+        end_holds(p);
         if (p->ingress == GW_DIALECT_ANTHROPIC) {
             char *body = gw_xlate_anthropic_error_body(status, msg);
             gw_http_resp_send(p->req, status, "application/json", body, strlen(body));
@@ -299,7 +314,7 @@ static void fail(struct proxy *p, int status, const char *type, const char *code
                  * retry storm helps nobody (OpenAI SDKs honour this). Our
                  * own rate limit is different: it says when to come back */
                 gw_http_resp_header(p->req, "x-should-retry",
-                                    status == 503 || p->lim_retry ? "true" : "false");
+                                    status == 503 || p->retry_after_ms[0] ? "true" : "false");
             gw_api_send_error(p->req, status, type, code, param, msg);
             p->bytes_out += strlen(msg) + 80;
         }
@@ -386,7 +401,7 @@ static void stream_fail(struct proxy *p, const char *code, const char *msg)
         write_client_event(p, NULL, (gw_str){b.data, b.len});
     }
     gw_buf_free(&b);
-    release_limits(p);
+    end_holds(p);
     gw_http_resp_end(p->req);
     p->req = NULL;
 }
@@ -837,7 +852,7 @@ static void deliver_body(struct proxy *p)
         compute_cost(p);
         add_cost_header(p);
         add_route_headers(p);
-        release_limits(p);
+        end_holds(p);
         gw_http_resp_send(p->req, 200, "application/json", s, n);
         p->bytes_out += n;
         p->req = NULL;
@@ -867,7 +882,7 @@ static void deliver_body(struct proxy *p)
     compute_cost(p);
     add_cost_header(p);
     add_route_headers(p);
-    release_limits(p);
+    end_holds(p);
     gw_http_resp_send(p->req, 200, "application/json", dump, strlen(dump));
     p->bytes_out += strlen(dump);
     free(dump);
@@ -992,7 +1007,7 @@ static void on_up_done(struct gw_up *u, const char *err, void *ud)
         if (p->xs && p->req)
             gw_xstream_finish(p->xs, NULL, emit_to_client, p);
         if (p->req) {
-            release_limits(p);
+            end_holds(p);
             gw_http_resp_end(p->req);
             p->req = NULL;
         }
@@ -1546,13 +1561,7 @@ static void finalize(struct proxy *p)
         uv_close((uv_handle_t *)p->retry_timer, retry_timer_closed);
         p->retry_timer = NULL;
     }
-    if (p->xs) {
-        gw_xstream_usage(p->xs, &p->usage);
-    }
-    /* every answered request gets a cost record; failures cost nothing
-     * billable that we can know of */
-    if (p->b && !p->estimated && (p->status == 200 || p->streaming))
-        compute_cost(p);
+    end_holds(p); /* when no response went out (the client left, or an error) */
     char status[8];
     snprintf(status, sizeof(status), "%d", p->status ? p->status : 500);
     const char *tier = p->b ? gw_tier_str(p->b->tier) : "none";
@@ -1580,13 +1589,6 @@ static void finalize(struct proxy *p)
             if (v[i] > 0)
                 gw_series_inc(gw_metrics_getv(w->metrics, &gw_m_tokens, tier, backend, kinds[i]),
                               (double)v[i]);
-    }
-    release_limits(p); /* when no response was sent (the client left) */
-    if (p->rid[0] && w->gw->budget) {
-        if (p->cost_done && p->cost.known)
-            gw_budget_settle(w->gw->budget, p->rid, p->cost.usd);
-        else
-            gw_budget_release(w->gw->budget, p->rid);
     }
     alog_write(p, end);
     emit_spans(p, p->start_unix_ns + (end - p->t0_ns));
@@ -1656,20 +1658,27 @@ static void count_tokens_estimate(struct proxy *p)
 
 /* ---- rate limits ---- */
 
-/* The most tokens this request can use on any of its candidates: the
- * prompt estimate plus max_tokens (or the backend's default). */
+/* What a request may use on backend b, as the vendors count it: the prompt
+ * estimate (characters / chars_per_token + 16) and max_tokens, or the
+ * backend's default. Rate limits and budget reservations both hold this. */
+static void token_bound(const struct proxy *p, const struct gw_backend_conf *b, double *in,
+                        double *out)
+{
+    double cpt = b->chars_per_token > 0 ? b->chars_per_token : 3.0;
+    *in = ceil((double)p->prompt_chars / cpt) + 16;
+    *out = p->req_max_tokens > 0 ? (double)p->req_max_tokens : (double)b->default_max_tokens;
+}
+
+/* The most tokens this request can use on any of its candidates. */
 static int64_t max_tokens_any(const struct proxy *p)
 {
-    int64_t worst = 0;
+    double worst = 0, in, out;
     for (size_t i = 0; i < p->ncands; i++) {
-        const struct gw_backend_conf *b = p->cands[i];
-        double cpt = b->chars_per_token > 0 ? b->chars_per_token : 3.0;
-        int64_t in = (int64_t)ceil((double)p->prompt_chars / cpt) + 16;
-        int64_t out = p->req_max_tokens > 0 ? p->req_max_tokens : (int64_t)b->default_max_tokens;
+        token_bound(p, p->cands[i], &in, &out);
         if (in + out > worst)
             worst = in + out;
     }
-    return worst;
+    return (int64_t)worst;
 }
 
 /* Count the request against its key's and team's limits. false: it was
@@ -1687,7 +1696,6 @@ static bool admit_limits(struct proxy *p, const struct gw_vkey_info *vk)
                                               &vk->team_limits, p->lim_tokens, p->lim_now_ms,
                                               &p->lim, &v);
     p->lim_view = v.view;
-    p->lim_counted = true;
     if (kind == GW_LIMIT_OK)
         return true;
     static const char *const kinds[] = {"ok", "requests", "tokens", "concurrent", "too_large"};
@@ -1727,7 +1735,6 @@ static bool admit_limits(struct proxy *p, const struct gw_vkey_info *vk)
     }
     gw_utf8_trim(msg);
     if (v.retry_after_ms > 0) {
-        p->lim_retry = true;
         snprintf(p->retry_after, sizeof(p->retry_after), "%lld",
                  (long long)((v.retry_after_ms + 999) / 1000));
         snprintf(p->retry_after_ms, sizeof(p->retry_after_ms), "%lld",
@@ -1751,10 +1758,8 @@ static double max_cost(struct proxy *p)
     p->reserve_in = 0;
     for (size_t i = 0; i < p->ncands; i++) {
         const struct gw_backend_conf *b = p->cands[i];
-        double cpt = b->chars_per_token > 0 ? b->chars_per_token : 3.0;
-        double in = ceil((double)p->prompt_chars / cpt) + 16;
-        double out = p->req_max_tokens > 0 ? (double)p->req_max_tokens
-                                           : (double)b->default_max_tokens;
+        double in, out;
+        token_bound(p, b, &in, &out);
         struct gw_price pr;
         double c = 0;
         if (gw_cost_price(b, &pr)) {
@@ -1996,12 +2001,12 @@ void gw_proxy_handle(struct gw_worker *w, struct gw_http_req *req, enum gw_endpo
     if (meta->vk && ep != GW_EP_COUNT_TOKENS && !admit_limits(p, meta->vk))
         return;
     const struct gw_vkey_info *vk = meta->vk;
-    if (vk && w->gw->budget && ep != GW_EP_COUNT_TOKENS && vk->budget_day <= 0 &&
-        vk->budget_month <= 0 && vk->budget_total <= 0 && !vk->team_budget) {
-        /* nothing to hold it to: no wait for the database, the cost is
-         * booked when it is known */
-        p->charge = true;
-    } else if (vk && w->gw->budget && ep != GW_EP_COUNT_TOKENS) {
+    bool budgeted = vk && (vk->budget_day > 0 || vk->budget_month > 0 ||
+                           vk->budget_total > 0 || vk->team_budget);
+    /* a virtual key without any budget has nothing to hold: no wait for the
+     * database, its ledger record books the cost when it is known */
+    p->charge = vk && w->gw->budget && ep != GW_EP_COUNT_TOKENS && !budgeted;
+    if (budgeted && w->gw->budget && ep != GW_EP_COUNT_TOKENS) {
         /* reserve the most it can cost before anything goes upstream */
         struct gw_vkey k;
         memset(&k, 0, sizeof(k));
