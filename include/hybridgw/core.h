@@ -95,6 +95,8 @@ void gw_utf8_trim(char *s);
 
 /* Fill buf with n random bytes from the OS; never fails (aborts). */
 void gw_random_bytes(void *buf, size_t n);
+/* FNV-1a 64 of n bytes (hash tables, checksums; not for secrets). */
+uint64_t gw_fnv1a64(const void *p, size_t n);
 /* Write 2*n lowercase hex chars + NUL into out. */
 void gw_hex(const void *in, size_t n, char *out);
 

@@ -181,6 +181,15 @@ void gw_random_bytes(void *buf, size_t n)
     }
 }
 
+uint64_t gw_fnv1a64(const void *p, size_t n)
+{
+    const unsigned char *s = p;
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ s[i]) * 0x100000001b3ull;
+    return h;
+}
+
 void gw_hex(const void *in, size_t n, char *out)
 {
     static const char digits[] = "0123456789abcdef";

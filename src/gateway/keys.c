@@ -16,39 +16,9 @@
 #include "gateway/gateway.h"
 #include "gateway/keys.h"
 
-struct collect {
-    struct gw_vkey *k;
-    size_t n, cap;
-};
-
-static void on_key(const struct gw_vkey *k, void *ud)
-{
-    struct collect *c = ud;
-    if (c->n == c->cap) {
-        c->cap = c->cap ? c->cap * 2 : 64;
-        c->k = gw_realloc(c->k, c->cap * sizeof(*c->k));
-    }
-    c->k[c->n++] = *k;
-}
-
 static int by_hash(const void *a, const void *b)
 {
     return memcmp(((const struct gw_vkey *)a)->sha256, ((const struct gw_vkey *)b)->sha256, 32);
-}
-
-struct collect_teams {
-    struct gw_team *t;
-    size_t n, cap;
-};
-
-static void on_team(const struct gw_team *t, void *ud)
-{
-    struct collect_teams *c = ud;
-    if (c->n == c->cap) {
-        c->cap = c->cap ? c->cap * 2 : 16;
-        c->t = gw_realloc(c->t, c->cap * sizeof(*c->t));
-    }
-    memcpy(&c->t[c->n++], t, sizeof(*t));
 }
 
 static int by_name(const void *a, const void *b)
@@ -58,24 +28,18 @@ static int by_name(const void *a, const void *b)
 
 struct gw_keyset *gw_keyset_load(struct gw_store *s)
 {
-    struct collect c = {NULL, 0, 0};
-    struct collect_teams ct = {NULL, 0, 0};
-    if (gw_store_key_list(s, on_key, &c) != GW_STORE_OK ||
-        gw_store_team_list(s, on_team, &ct) != GW_STORE_OK) {
-        free(c.k);
-        free(ct.t);
-        return NULL;
-    }
-    if (c.n > 1)
-        qsort(c.k, c.n, sizeof(*c.k), by_hash);
     struct gw_keyset *ks = gw_calloc(1, sizeof(*ks));
     atomic_init(&ks->refs, 1);
-    ks->k = c.k;
-    ks->n = c.n;
-    if (ct.n > 1) /* by bytes: a database collation may order names otherwise */
-        qsort(ct.t, ct.n, sizeof(*ct.t), by_name);
-    ks->teams = ct.t;
-    ks->nteams = ct.n;
+    if (gw_store_key_all(s, &ks->k, &ks->n) != GW_STORE_OK ||
+        gw_store_team_all(s, &ks->teams, &ks->nteams) != GW_STORE_OK) {
+        free(ks->k);
+        free(ks);
+        return NULL;
+    }
+    if (ks->n > 1)
+        qsort(ks->k, ks->n, sizeof(*ks->k), by_hash);
+    if (ks->nteams > 1) /* by bytes: a database collation may order names otherwise */
+        qsort(ks->teams, ks->nteams, sizeof(*ks->teams), by_name);
     return ks;
 }
 

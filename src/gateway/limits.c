@@ -24,7 +24,6 @@
  */
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include <uv.h>
 
@@ -67,14 +66,6 @@ struct gw_limits {
     struct gw_limits_sync_stats stats;  /* under sync_lock */
 };
 
-static uint64_t fnv1a(const char *s)
-{
-    uint64_t h = 1469598103934665603ull;
-    for (; *s; s++)
-        h = (h ^ (unsigned char)*s) * 1099511628211ull;
-    return h;
-}
-
 static size_t slot(int64_t sec)
 {
     return (size_t)(sec % W);
@@ -83,7 +74,7 @@ static size_t slot(int64_t sec)
 static struct gw__lim_entry *find(struct gw_limits *L, const char *subject, bool create,
                                   int64_t now_sec)
 {
-    uint64_t h = fnv1a(subject);
+    uint64_t h = gw_fnv1a64(subject, strlen(subject));
     struct gw__lim_entry **head = &L->buckets[h % NBUCKETS];
     for (struct gw__lim_entry *e = *head; e; e = e->next)
         if (e->hash == h && strcmp(e->subject, subject) == 0)
@@ -426,9 +417,7 @@ void gw_limits_apply_remote(struct gw_limits *L, int64_t now_ms, const struct gw
 
 static int64_t wall_ms(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    return (int64_t)(gw_wall_ns() / 1000000);
 }
 
 static void sync_run(void *arg)
@@ -508,8 +497,7 @@ int gw_limits_sync_start(struct gw_limits *L, const char *url, int64_t interval_
         return 0;
     unsigned char rnd[8];
     gw_random_bytes(rnd, sizeof(rnd));
-    for (size_t i = 0; i < sizeof(rnd); i++)
-        snprintf(L->replica + 2 * i, 3, "%02x", rnd[i]);
+    gw_hex(rnd, sizeof(rnd), L->replica);
     L->url = gw_strdup(url);
     L->interval_ms = interval_ms > 0 ? interval_ms : 500;
     L->stopping = false;

@@ -395,6 +395,34 @@ static int q_int(struct gw_store *s, int qid, const struct gw__dbv *a, int n, in
     return GW_STORE_OK;
 }
 
+/* Run query qid and read every row with read() into a growing array of
+ * elem-byte records (read() fills a whole record). GW_STORE_OK with *out
+ * (free it; NULL when no rows) and *n, or < 0 with nothing allocated. */
+static int q_rows(struct gw_store *s, int qid, const struct gw__dbv *a, int na, size_t elem,
+                  void (*read)(struct gw_store *s, void *rec), void **out, size_t *n)
+{
+    char *v = NULL;
+    size_t cnt = 0, cap = 0;
+    int rc = q_start(s, qid, a, na);
+    while (rc == GW_STORE_OK && (rc = s->ops->step(s)) == 1) {
+        if (cnt == cap) {
+            cap = cap ? cap * 2 : 16;
+            v = gw_realloc(v, cap * elem);
+        }
+        read(s, v + cnt++ * elem);
+        rc = GW_STORE_OK;
+    }
+    q_end(s);
+    if (rc < 0) {
+        free(v);
+        v = NULL;
+        cnt = 0;
+    }
+    *out = v;
+    *n = cnt;
+    return rc < 0 ? rc : GW_STORE_OK;
+}
+
 static int tx_begin(struct gw_store *s, bool write)
 {
     return s->ops->exec(s, write ? s->ops->begin_write : s->ops->begin_read);
@@ -621,8 +649,9 @@ static int check_key(struct gw_store *s, const struct gw_vkey *k)
     return GW_STORE_OK;
 }
 
-static void read_key(struct gw_store *s, struct gw_vkey *k)
+static void read_key(struct gw_store *s, void *rec)
 {
+    struct gw_vkey *k = rec;
     const struct gw__db_ops *o = s->ops;
     memset(k, 0, sizeof(*k));
     cpy(k->id, sizeof(k->id), o->col_text(s, 0));
@@ -712,24 +741,18 @@ int gw_store_key_by_hash(struct gw_store *s, const unsigned char sha256[32], str
 
 /* The rows are read into memory before any callback runs, so a callback
  * may call the store (the CLI reads each key's spend). */
+int gw_store_key_all(struct gw_store *s, struct gw_vkey **out, size_t *n)
+{
+    int rc = q_rows(s, Q_KEY_LIST, NOARGS, sizeof(**out), read_key, (void **)out, n);
+    return rc < 0 ? errctx(s, "key list", rc) : GW_STORE_OK;
+}
+
 int gw_store_key_list(struct gw_store *s, void (*cb)(const struct gw_vkey *k, void *ud), void *ud)
 {
-    struct gw_vkey *v = NULL;
-    size_t n = 0, cap = 0;
-    int rc = q_start(s, Q_KEY_LIST, NOARGS);
-    while (rc == GW_STORE_OK && (rc = s->ops->step(s)) == 1) {
-        if (n == cap) {
-            cap = cap ? cap * 2 : 16;
-            v = gw_realloc(v, cap * sizeof(*v));
-        }
-        read_key(s, &v[n++]);
-        rc = GW_STORE_OK;
-    }
-    q_end(s);
-    if (rc < 0) {
-        free(v);
-        return errctx(s, "key list", rc);
-    }
+    struct gw_vkey *v;
+    size_t n;
+    if (gw_store_key_all(s, &v, &n) != GW_STORE_OK)
+        return GW_STORE_ERR;
     for (size_t i = 0; i < n; i++)
         cb(&v[i], ud);
     free(v);
@@ -815,8 +838,9 @@ int gw_store_key_update(struct gw_store *s, const struct gw_vkey *k)
 /* ------------------------------------------------------------------ */
 /* teams */
 
-static void read_team(struct gw_store *s, struct gw_team *t)
+static void read_team(struct gw_store *s, void *rec)
 {
+    struct gw_team *t = rec;
     const struct gw__db_ops *o = s->ops;
     memset(t, 0, sizeof(*t));
     cpy(t->name, sizeof(t->name), o->col_text(s, 0));
@@ -865,24 +889,18 @@ int gw_store_team_get(struct gw_store *s, const char *name, struct gw_team *out)
     return GW_STORE_OK;
 }
 
+int gw_store_team_all(struct gw_store *s, struct gw_team **out, size_t *n)
+{
+    int rc = q_rows(s, Q_TEAM_LIST, NOARGS, sizeof(**out), read_team, (void **)out, n);
+    return rc < 0 ? errctx(s, "team list", rc) : GW_STORE_OK;
+}
+
 int gw_store_team_list(struct gw_store *s, void (*cb)(const struct gw_team *t, void *ud), void *ud)
 {
-    struct gw_team *v = NULL;
-    size_t n = 0, cap = 0;
-    int rc = q_start(s, Q_TEAM_LIST, NOARGS);
-    while (rc == GW_STORE_OK && (rc = s->ops->step(s)) == 1) {
-        if (n == cap) {
-            cap = cap ? cap * 2 : 16;
-            v = gw_realloc(v, cap * sizeof(*v));
-        }
-        read_team(s, &v[n++]);
-        rc = GW_STORE_OK;
-    }
-    q_end(s);
-    if (rc < 0) {
-        free(v);
-        return errctx(s, "team list", rc);
-    }
+    struct gw_team *v;
+    size_t n;
+    if (gw_store_team_all(s, &v, &n) != GW_STORE_OK)
+        return GW_STORE_ERR;
     for (size_t i = 0; i < n; i++)
         cb(&v[i], ud);
     free(v);
@@ -1378,6 +1396,18 @@ int gw_store_append(struct gw_store *s, const struct gw_spend_rec *recs, size_t 
     return GW_STORE_OK;
 }
 
+static void read_report_row(struct gw_store *s, void *rec)
+{
+    struct gw_spend_row *r = rec;
+    memset(r, 0, sizeof(*r));
+    cpy(r->group, sizeof(r->group), s->ops->col_text(s, 0));
+    r->requests = s->ops->col_int(s, 1);
+    r->input_tokens = s->ops->col_int(s, 2);
+    r->output_tokens = s->ops->col_int(s, 3);
+    r->cost_usd = s->ops->col_real(s, 4);
+    r->counterfactual_usd = s->ops->col_real(s, 5);
+}
+
 int gw_store_spend_report(struct gw_store *s, const char *by, int64_t since,
                           void (*cb)(const struct gw_spend_row *r, void *ud), void *ud)
 {
@@ -1398,29 +1428,12 @@ int gw_store_spend_report(struct gw_store *s, const char *by, int64_t since,
                          by ? by : "");
         return GW_STORE_ERR;
     }
-    struct gw_spend_row *v = NULL;
-    size_t n = 0, cap = 0;
-    int rc = q_start(s, qid, ARGS(INT(since * 1000)));
-    while (rc == GW_STORE_OK && (rc = s->ops->step(s)) == 1) {
-        if (n == cap) {
-            cap = cap ? cap * 2 : 16;
-            v = gw_realloc(v, cap * sizeof(*v));
-        }
-        struct gw_spend_row *r = &v[n++];
-        memset(r, 0, sizeof(*r));
-        cpy(r->group, sizeof(r->group), s->ops->col_text(s, 0));
-        r->requests = s->ops->col_int(s, 1);
-        r->input_tokens = s->ops->col_int(s, 2);
-        r->output_tokens = s->ops->col_int(s, 3);
-        r->cost_usd = s->ops->col_real(s, 4);
-        r->counterfactual_usd = s->ops->col_real(s, 5);
-        rc = GW_STORE_OK;
-    }
-    q_end(s);
-    if (rc < 0) {
-        free(v);
+    struct gw_spend_row *v;
+    size_t n;
+    int rc = q_rows(s, qid, ARGS(INT(since * 1000)), sizeof(*v), read_report_row, (void **)&v,
+                    &n);
+    if (rc < 0)
         return errctx(s, "spend report", rc);
-    }
     for (size_t i = 0; i < n; i++)
         cb(&v[i], ud);
     free(v);
@@ -1429,6 +1442,22 @@ int gw_store_spend_report(struct gw_store *s, const char *by, int64_t since,
 
 /* ------------------------------------------------------------------ */
 /* rate-limit counts between replicas */
+
+static void read_rate_row(struct gw_store *s, void *rec)
+{
+    struct gw_rate_row *r = rec;
+    cpy(r->subject, sizeof(r->subject), s->ops->col_text(s, 0));
+    r->sec = s->ops->col_int(s, 1);
+    r->requests = s->ops->col_int(s, 2);
+    r->tokens = s->ops->col_int(s, 3);
+}
+
+static void read_inflight_row(struct gw_store *s, void *rec)
+{
+    struct gw_rate_inflight *r = rec;
+    cpy(r->subject, sizeof(r->subject), s->ops->col_text(s, 0));
+    r->inflight = s->ops->col_int(s, 1);
+}
 
 int gw_store_rate_sync(struct gw_store *s, const char *replica, int64_t now_ms,
                        const struct gw_rate_row *mine, size_t n,
@@ -1459,38 +1488,12 @@ int gw_store_rate_sync(struct gw_store *s, const char *replica, int64_t now_ms,
         if (rc == GW_STORE_OK)
             rc = q_exec(s, Q_INFL_PRUNE, ARGS(INT(now_ms - 10 * stale_ms)), NULL);
     }
-    size_t cap = 0;
-    if (rc == GW_STORE_OK) {
-        rc = q_start(s, Q_RATE_OTHERS, ARGS(INT(now_s - window_s), TXT(replica)));
-        while (rc == GW_STORE_OK && (rc = s->ops->step(s)) == 1) {
-            if (*nothers == cap) {
-                cap = cap ? cap * 2 : 64;
-                *others = gw_realloc(*others, cap * sizeof(**others));
-            }
-            struct gw_rate_row *r = &(*others)[(*nothers)++];
-            cpy(r->subject, sizeof(r->subject), s->ops->col_text(s, 0));
-            r->sec = s->ops->col_int(s, 1);
-            r->requests = s->ops->col_int(s, 2);
-            r->tokens = s->ops->col_int(s, 3);
-            rc = GW_STORE_OK;
-        }
-        q_end(s);
-    }
-    cap = 0;
-    if (rc == GW_STORE_OK) {
-        rc = q_start(s, Q_INFL_OTHERS, ARGS(INT(now_ms - stale_ms), TXT(replica)));
-        while (rc == GW_STORE_OK && (rc = s->ops->step(s)) == 1) {
-            if (*noinfl == cap) {
-                cap = cap ? cap * 2 : 16;
-                *oinfl = gw_realloc(*oinfl, cap * sizeof(**oinfl));
-            }
-            struct gw_rate_inflight *r = &(*oinfl)[(*noinfl)++];
-            cpy(r->subject, sizeof(r->subject), s->ops->col_text(s, 0));
-            r->inflight = s->ops->col_int(s, 1);
-            rc = GW_STORE_OK;
-        }
-        q_end(s);
-    }
+    if (rc == GW_STORE_OK)
+        rc = q_rows(s, Q_RATE_OTHERS, ARGS(INT(now_s - window_s), TXT(replica)),
+                    sizeof(**others), read_rate_row, (void **)others, nothers);
+    if (rc == GW_STORE_OK)
+        rc = q_rows(s, Q_INFL_OTHERS, ARGS(INT(now_ms - stale_ms), TXT(replica)),
+                    sizeof(**oinfl), read_inflight_row, (void **)oinfl, noinfl);
     if (rc == GW_STORE_OK && tx_commit(s) == GW_STORE_OK)
         return GW_STORE_OK;
     tx_rollback(s);

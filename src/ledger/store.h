@@ -172,6 +172,10 @@ bool gw_models_allow(const char *list, const char *model);
 /* Calls cb for each team that has a row (gw_store_team_put), by name. */
 int gw_store_team_list(struct gw_store *s, void (*cb)(const struct gw_team *t, void *ud),
                        void *ud);
+/* Every key (as gw_store_key_list) / every team row, into one allocated
+ * array (*out, NULL when none; free it). */
+int gw_store_key_all(struct gw_store *s, struct gw_vkey **out, size_t *n);
+int gw_store_team_all(struct gw_store *s, struct gw_team **out, size_t *n);
 
 /* ---- budgets in batches (the request path's store thread) ----
  *

@@ -137,15 +137,6 @@ static inline uint64_t fnv_byte(uint64_t h, uint8_t b)
     return (h ^ b) * FNV_PRIME;
 }
 
-uint64_t gw_cls_fnv1a64(const void *p, size_t n)
-{
-    const uint8_t *s = p;
-    uint64_t h = FNV_BASIS;
-    for (size_t i = 0; i < n; i++)
-        h = fnv_byte(h, s[i]);
-    return h;
-}
-
 uint64_t gw_cls_hash_bytes(uint64_t seed, const void *p, size_t n)
 {
     return mix64(gw_cls_fnv1a64(p, n) ^ seed);

@@ -132,7 +132,7 @@ void gw_cls_features(const struct gw_cls_params *p, const struct gw_cls_input *i
 uint64_t gw_cls_hash_bytes(uint64_t seed, const void *p, size_t n);
 
 /* FNV-1a 64, the file checksum. */
-uint64_t gw_cls_fnv1a64(const void *p, size_t n);
+#define gw_cls_fnv1a64 gw_fnv1a64 /* the model's checksum and word hashes (core.h) */
 
 /* Default label -> tier table of TAXONOMY.md: 1 frontier, 0 local, and
  * 1 (frontier) for a label the taxonomy does not know. */
